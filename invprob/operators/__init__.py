@@ -1,0 +1,30 @@
+"""Forward operators: one interface (:class:`LinearOperator`) for every measurement process."""
+
+from .base import CallableOperator, Composition, LinearOperator, Operator, Scaled, cgls, from_callable, from_physics
+from .checks import AdjointReport, check_adjoint
+from .identity import Identity
+from .masks import BlockMask, RandomMask
+from .matrix import MatrixOperator, RandomGaussian, from_matrix
+from .noise import add_noise
+from .superres import SuperResolution
+
+__all__ = [
+    "AdjointReport",
+    "BlockMask",
+    "CallableOperator",
+    "Composition",
+    "Identity",
+    "LinearOperator",
+    "MatrixOperator",
+    "Operator",
+    "RandomGaussian",
+    "RandomMask",
+    "Scaled",
+    "SuperResolution",
+    "add_noise",
+    "cgls",
+    "check_adjoint",
+    "from_callable",
+    "from_matrix",
+    "from_physics",
+]

@@ -1,0 +1,278 @@
+"""The forward-operator interface every solver talks to.
+
+An operator maps a batch of images ``x`` of shape ``(B, *in_shape)`` to measurements of shape
+``(B, *out_shape)``. :class:`Operator` is the general (possibly nonlinear) case; it only needs a
+forward map, and gradients flow through autograd. :class:`LinearOperator` adds what solvers use for
+linear problems: the exact adjoint, the pseudo-inverse, the normal operator and the spectral norm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .._checks import as_shape, check_batch, check_finite, check_int
+
+
+class Operator(nn.Module):
+    """A forward map ``x -> A(x)`` on batches, with shape checks on every call.
+
+    Subclasses implement :meth:`_forward`; :meth:`forward` checks the input shape first. The
+    default :meth:`adjoint` and :meth:`pinv` raise ``NotImplementedError`` with a message saying
+    how to supply them.
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.in_shape = as_shape(in_shape, "in_shape")
+        self.out_shape = as_shape(out_shape, "out_shape")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the operator to a batch ``x`` of shape ``(B, *in_shape)``."""
+        return self._forward(check_batch(x, self.in_shape, "x"))
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no adjoint; build it with "
+            "from_callable(fn, in_shape, adjoint=...) or use a LinearOperator"
+        )
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no pseudo-inverse; build it with "
+            "from_callable(fn, in_shape, pinv=...) or pass x_init to the solver"
+        )
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"in_shape={self.in_shape}, out_shape={self.out_shape}"
+
+
+class LinearOperator(Operator):
+    """A linear operator ``A`` with its exact adjoint ``A^T``.
+
+    Subclasses implement ``_forward`` (A x) and ``_adjoint`` (A^T y) on correctly shaped batches,
+    and may override ``_pinv`` with a closed form. Outputs follow the input's device and dtype.
+
+    Composition ``A @ B`` is ``x -> A(B(x))`` and ``c * A`` scales the operator.
+    """
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Apply the adjoint ``A^T`` to a batch ``y`` of shape ``(B, *out_shape)``."""
+        return self._adjoint(check_batch(y, self.out_shape, "y"))
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the normal operator ``A^T A``."""
+        return self.adjoint(self.forward(x))
+
+    def pinv(self, y: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 200) -> torch.Tensor:
+        """Apply the Moore–Penrose pseudo-inverse ``A^+ y``.
+
+        Uses the operator's closed form when it has one; otherwise solves the least-squares problem
+        ``min ||A x - y||`` with :func:`cgls` started at 0, whose iterates stay in the range of
+        ``A^T`` so that it converges to the minimum-norm solution ``A^+ y``. Stops when
+        ``||A^T (y - A x)|| <= tol * ||A^T y||`` per sample or after ``max_iter`` iterations.
+        """
+        y = check_finite(check_batch(y, self.out_shape, "y"), "y")
+        return self._pinv(y, tol=tol, max_iter=max_iter)
+
+    def _pinv(self, y: torch.Tensor, *, tol: float, max_iter: int) -> torch.Tensor:
+        return cgls(self, y, tol=tol, max_iter=max_iter)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def norm(self, n_iter: int = 100, *, tol: float = 1e-7, generator: torch.Generator | None = None) -> float:
+        """Spectral norm ``||A||_2`` by power iteration on ``A^T A`` (float64, seeded)."""
+        check_int(n_iter, "n_iter", minimum=1)
+        device = _device_of(self)
+        gen = generator if generator is not None else torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randn((1, *self.in_shape), generator=gen, dtype=torch.float64).to(device)
+        x /= x.norm()
+        estimate = 0.0
+        for _ in range(n_iter):
+            z = self.normal(x)
+            new = float(z.norm())
+            if new == 0.0:
+                return 0.0
+            x = z / new
+            if abs(new - estimate) <= tol * new:
+                estimate = new
+                break
+            estimate = new
+        return math.sqrt(estimate)
+
+    def __matmul__(self, other: LinearOperator) -> LinearOperator:
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return Composition(self, other)
+
+    def __mul__(self, scale: float) -> LinearOperator:
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+            return NotImplemented
+        return Scaled(self, float(scale))
+
+    __rmul__ = __mul__
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for t in list(module.buffers()) + list(module.parameters()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1)
+
+
+def cgls(op: LinearOperator, y: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 200) -> torch.Tensor:
+    """Least squares ``argmin_x ||A x - y||^2`` by conjugate gradients on the normal equations.
+
+    CGLS (Hestenes–Stiefel form) applied to ``A^T A x = A^T y`` from ``x = 0``, per batch element.
+    Stopping rule: ``||A^T r|| <= tol * ||A^T y||`` for every sample, or ``max_iter`` iterations.
+    """
+    check_int(max_iter, "max_iter", minimum=1)
+    if not tol > 0:
+        raise ValueError(f"tol: expected a positive float, got {tol}")
+    shape = (-1,) + (1,) * len(op.in_shape)
+    r = y.clone()
+    s = op.adjoint(r)
+    x = torch.zeros_like(s)
+    p = s.clone()
+    gamma = _batch_dot(s, s)
+    threshold = (tol**2) * gamma
+    for _ in range(max_iter):
+        if bool((gamma <= threshold).all()):
+            break
+        q = op.forward(p)
+        qq = _batch_dot(q, q)
+        alpha = torch.where(qq > 0, gamma / qq.clamp_min(torch.finfo(qq.dtype).tiny), torch.zeros_like(qq))
+        x = x + alpha.view(shape) * p
+        r = r - alpha.view((-1,) + (1,) * len(op.out_shape)) * q
+        s = op.adjoint(r)
+        gamma_new = _batch_dot(s, s)
+        beta = torch.where(gamma > 0, gamma_new / gamma.clamp_min(torch.finfo(gamma.dtype).tiny), torch.zeros_like(gamma))
+        p = s + beta.view(shape) * p
+        gamma = gamma_new
+    return x
+
+
+class Composition(LinearOperator):
+    """``(A @ B) x = A(B x)``; adjoint ``B^T A^T``; pseudo-inverse by CGLS."""
+
+    def __init__(self, outer: LinearOperator, inner: LinearOperator) -> None:
+        if outer.in_shape != inner.out_shape:
+            raise ValueError(
+                f"cannot compose: outer operator expects in_shape {outer.in_shape}, "
+                f"inner operator gives out_shape {inner.out_shape}"
+            )
+        super().__init__(inner.in_shape, outer.out_shape)
+        self.outer = outer
+        self.inner = inner
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.inner(x))
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inner.adjoint(self.outer.adjoint(y))
+
+
+class Scaled(LinearOperator):
+    """``(c A) x = c (A x)``; adjoint ``c A^T``; pseudo-inverse ``A^+ / c``."""
+
+    def __init__(self, op: LinearOperator, scale: float) -> None:
+        if scale == 0 or not math.isfinite(scale):
+            raise ValueError(f"scale: expected a finite non-zero number, got {scale}")
+        super().__init__(op.in_shape, op.out_shape)
+        self.op = op
+        self.scale = scale
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.op(x)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.op.adjoint(y)
+
+    def _pinv(self, y: torch.Tensor, *, tol: float, max_iter: int) -> torch.Tensor:
+        return self.op.pinv(y, tol=tol, max_iter=max_iter) / self.scale
+
+
+class CallableOperator(Operator):
+    """An operator given by user functions (see :func:`from_callable`)."""
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        in_shape: tuple[int, ...],
+        out_shape: tuple[int, ...],
+        adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        pinv: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__(in_shape, out_shape)
+        self.fn = fn
+        self._adjoint_fn = adjoint
+        self._pinv_fn = pinv
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fn(x)
+        return check_batch(out, self.out_shape, "output of the user's forward function")
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        if self._adjoint_fn is None:
+            return super().adjoint(y)
+        return self._adjoint_fn(check_batch(y, self.out_shape, "y"))
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        if self._pinv_fn is None:
+            return super().pinv(y)
+        return self._pinv_fn(check_finite(check_batch(y, self.out_shape, "y"), "y"))
+
+
+def from_callable(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    in_shape: tuple[int, ...],
+    *,
+    out_shape: tuple[int, ...] | None = None,
+    adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    pinv: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> CallableOperator:
+    """Wrap a user's (possibly nonlinear, matrix-free) forward map as an operator.
+
+    ``fn`` maps ``(B, *in_shape)`` to ``(B, *out_shape)``; ``out_shape`` is inferred by applying
+    ``fn`` to a zero batch when omitted. Gradients go through autograd. ``adjoint`` and ``pinv``
+    are optional; a solver that needs one the user did not give raises a clear error.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+    in_shape = as_shape(in_shape, "in_shape")
+    if out_shape is None:
+        with torch.no_grad():
+            probe = fn(torch.zeros((1, *in_shape)))
+        if not isinstance(probe, torch.Tensor) or probe.dim() < 2:
+            raise ValueError("fn: must return a batched tensor (B, *out_shape) for a (1, *in_shape) input")
+        out_shape = tuple(probe.shape[1:])
+    return CallableOperator(fn, in_shape, as_shape(out_shape, "out_shape"), adjoint=adjoint, pinv=pinv)
+
+
+def from_physics(physics: object, in_shape: tuple[int, ...], out_shape: tuple[int, ...] | None = None) -> CallableOperator:
+    """Wrap a deepinv-style physics object by its methods ``A``, ``A_adjoint`` and ``A_dagger``.
+
+    deepinv itself is never imported: any object with an ``A`` method works; ``A_adjoint`` and
+    ``A_dagger`` are used when present.
+    """
+    forward = getattr(physics, "A", None)
+    if not callable(forward):
+        raise TypeError(f"physics: expected an object with a callable method A, got {type(physics).__name__}")
+    return from_callable(
+        forward,
+        in_shape,
+        out_shape=out_shape,
+        adjoint=getattr(physics, "A_adjoint", None),
+        pinv=getattr(physics, "A_dagger", None),
+    )
