@@ -40,7 +40,8 @@ class Operator(nn.Module):
             "from_callable(fn, in_shape, adjoint=...) or use a LinearOperator"
         )
 
-    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+    def pinv(self, y: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 200) -> torch.Tensor:
+        """Pseudo-inverse ``A^+ y``; the general operator has none (``tol``/``max_iter`` as in LinearOperator)."""
         raise NotImplementedError(
             f"{type(self).__name__} has no pseudo-inverse; build it with "
             "from_callable(fn, in_shape, pinv=...) or pass x_init to the solver"
@@ -228,7 +229,8 @@ class CallableOperator(Operator):
             return super().adjoint(y)
         return self._adjoint_fn(check_batch(y, self.out_shape, "y"))
 
-    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+    def pinv(self, y: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 200) -> torch.Tensor:
+        """The user's pseudo-inverse (``tol`` and ``max_iter`` do not apply to it)."""
         if self._pinv_fn is None:
             return super().pinv(y)
         return self._pinv_fn(check_finite(check_batch(y, self.out_shape, "y"), "y"))

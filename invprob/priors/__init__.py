@@ -1,0 +1,6 @@
+"""Generative priors behind one interface (:class:`Prior`)."""
+
+from .base import PRIOR_CLASSES, Prior
+from .io import load_prior_file, save_prior
+
+__all__ = ["PRIOR_CLASSES", "Prior", "load_prior_file", "save_prior"]

@@ -1,0 +1,141 @@
+"""The generative-prior interface every solver talks to.
+
+A prior is a generator ``f: R^d -> R^n`` (``d = latent_dim``, ``n = prod(data_shape)``) with a
+density. Solvers use:
+
+- ``decode(z) = f(z)``; ``encode(x) = f^dagger(x)``, an inverse on the range of ``f``;
+- ``project(x) = f(f^dagger(x))``, the projection onto the range (identity for bijective flows);
+- ``log_prob(x)``: exact, a bound or an estimate, as each subclass documents in ``log_prob_kind``;
+- ``latent_log_prob(z)``: the log-density of the latent variable;
+- ``sample(n, temperature)``.
+
+Subclasses implement ``_decode``, ``_encode``, ``_log_prob``, ``_latent_log_prob`` and
+``sample_latent`` on checked inputs, and ``config()`` returning the constructor keyword arguments
+(JSON-serialisable) so that :func:`invprob.priors.io.load_prior_file` can rebuild the model.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from .._checks import as_shape, check_batch, check_finite, check_int
+
+LogProbKind = Literal["exact", "bound", "estimate"]
+
+PRIOR_CLASSES: dict[str, type["Prior"]] = {}
+
+
+class Prior(nn.Module, ABC):
+    """Base class of the generative priors; see the module docstring for the contract."""
+
+    log_prob_kind: ClassVar[LogProbKind] = "exact"
+    is_bijective: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "__abstractmethods__", None):
+            PRIOR_CLASSES[cls.__name__] = cls
+
+    def __init__(self, data_shape: tuple[int, ...], latent_dim: int) -> None:
+        super().__init__()
+        self.data_shape = as_shape(data_shape, "data_shape")
+        self.latent_dim = check_int(latent_dim, "latent_dim", minimum=1)
+        if self.latent_dim > self.data_dim:
+            raise ValueError(
+                f"latent_dim: expected at most prod(data_shape) = {self.data_dim}, got {self.latent_dim}"
+            )
+
+    @property
+    def data_dim(self) -> int:
+        """``n = prod(data_shape)``."""
+        return math.prod(self.data_shape)
+
+    @property
+    def device(self) -> torch.device:
+        return next((t.device for t in self.parameters()), torch.device("cpu"))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next((t.dtype for t in self.parameters()), torch.float32)
+
+    def check_data(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Check that ``x`` is a finite batch of shape ``(B, *data_shape)``."""
+        return check_finite(check_batch(x, self.data_shape, name), name)
+
+    def check_latent(self, z: torch.Tensor, name: str = "z") -> torch.Tensor:
+        """Check that ``z`` is a finite batch of shape ``(B, latent_dim)``."""
+        return check_finite(check_batch(z, (self.latent_dim,), name), name)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Generator ``x = f(z)`` for a batch ``z`` of shape ``(B, latent_dim)``."""
+        return self._decode(self.check_latent(z))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse on the range ``z = f^dagger(x)`` for a batch ``x`` of shape ``(B, *data_shape)``."""
+        return self._encode(self.check_data(x))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Projection onto the range, ``f(f^dagger(x))``; identity for bijective priors."""
+        if self.is_bijective:
+            return self.check_data(x)
+        return self._decode(self._encode(self.check_data(x)))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-density of each image, shape ``(B,)``; exact, bound or estimate per ``log_prob_kind``."""
+        return self._log_prob(self.check_data(x))
+
+    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Log-density of each latent vector, shape ``(B,)``."""
+        return self._latent_log_prob(self.check_latent(z))
+
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` images ``f(z)``, ``z`` from the latent density at the given temperature."""
+        n = check_int(n, "n", minimum=1)
+        if not isinstance(temperature, (int, float)) or not temperature >= 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+        return self._decode(self.sample_latent(n, float(temperature), generator))
+
+    @abstractmethod
+    def _decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _latent_log_prob(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def sample_latent(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` latent vectors of shape ``(n, latent_dim)`` on the prior's device."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Constructor keyword arguments (JSON-serialisable) that rebuild this architecture."""
+
+    def save(self, path: str, **metadata: Any) -> None:
+        """Save weights and config to the checkpoint directory ``path`` (atomic writes)."""
+        from .io import save_prior
+
+        save_prior(self, path, **metadata)
+
+
+def randn(n: int, dim: int, generator: torch.Generator | None, like: Prior) -> torch.Tensor:
+    """Standard normal ``(n, dim)`` drawn on the CPU from ``generator`` and moved to ``like``'s device.
+
+    Drawing on the CPU keeps results identical across devices for a given generator seed.
+    """
+    return torch.randn((n, dim), generator=generator, dtype=like.dtype).to(like.device)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """``log N(z; 0, I)`` summed over all but the batch dimension."""
+    flat = z.flatten(1)
+    return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * math.log(2 * math.pi))

@@ -1,0 +1,218 @@
+"""``solve()``: one entry point for every reconstruction method, and the method registry behind it.
+
+A method is a :class:`Solver` subclass registered under a name with :func:`register`. Each declares
+a pydantic options model (``Options``) whose defaults are documented and whose ranges are validated;
+unknown keys are rejected with the list of valid ones. ``solve`` checks the measurement and the
+shapes once, converts NumPy input, batches a single measurement, times the run and returns a
+:class:`Result`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .._checks import check_finite, to_tensor
+from ..operators.base import Operator
+from ..priors.base import Prior
+
+Callback = Callable[[int, torch.Tensor, dict[str, float]], Any]
+
+
+class SolverOptions(BaseModel):
+    """Base of every method's options: validated, immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class SolverDiverged(RuntimeError):
+    """A solver's loss became NaN or Inf."""
+
+
+@dataclass
+class Result:
+    """What every method returns.
+
+    ``x_hat`` has the batchedness of the ``y`` given to :func:`solve`. Samplers also fill
+    ``samples`` (shape ``(B, S, *data_shape)``), ``mean`` and ``std``, with ``x_hat = mean``.
+    ``history`` maps names (``loss``, ``data_fit``, ...) to one value per iteration; ``extras``
+    holds method-specific outputs (e.g. a trained pre-generator, acceptance rates).
+    """
+
+    x_hat: torch.Tensor
+    method: str
+    options: SolverOptions
+    seconds: float = 0.0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    samples: torch.Tensor | None = None
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Solver(ABC):
+    """A reconstruction method. Subclasses set ``name``, ``Options`` and implement :meth:`run`.
+
+    ``needs_prior`` says whether the method uses a prior (``pinv``/``tv``/``dip`` do not);
+    ``needs_project`` whether it needs ``prior.project``.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[SolverOptions]] = SolverOptions
+    needs_prior: ClassVar[bool] = True
+    needs_project: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: SolverOptions) -> None:
+        self.options = options
+
+    @abstractmethod
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
+        """Solve for a batch ``y`` of shape ``(B, *op.out_shape)``; return a batched :class:`Result`."""
+
+
+METHODS: dict[str, type[Solver]] = {}
+
+
+def register(cls: type[Solver]) -> type[Solver]:
+    """Class decorator adding a solver to the registry under ``cls.name``."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"method {cls.name!r} is already registered by {METHODS[cls.name].__name__}")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def list_methods() -> list[str]:
+    """Names of the registered methods."""
+    _load_builtin_methods()
+    return sorted(METHODS)
+
+
+def make_options(method: str, **options: Any) -> SolverOptions:
+    """Validate ``options`` for ``method``; raise ``ValueError`` naming bad keys and the valid ones."""
+    cls = _lookup(method)
+    try:
+        return cls.Options(**options)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        valid = ", ".join(cls.Options.model_fields) or "(none)"
+        raise ValueError(f"method {method!r}: invalid options ({problems}). Valid options: {valid}") from None
+
+
+def solve(
+    op: Operator,
+    prior: Prior | None,
+    y: torch.Tensor | np.ndarray,
+    method: str = "iflow-l",
+    *,
+    x_init: torch.Tensor | np.ndarray | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    **options: Any,
+) -> Result:
+    """Reconstruct ``x`` from ``y = A(x) + noise`` with the named method.
+
+    ``y`` is a tensor or NumPy array of shape ``(B, *op.out_shape)`` or ``op.out_shape`` (a single
+    measurement; the result is then unbatched too). ``x_init`` (same batchedness) replaces the
+    method's default start. ``callback(iteration, x, info)`` is called by iterative methods.
+    ``generator`` seeds every random choice of the method. ``options`` are validated by the method's
+    options model (see ``invprob.list_methods()`` and each method's ``Options``).
+    """
+    options_model = make_options(method, **options)
+    cls = _lookup(method)
+    if not isinstance(op, Operator):
+        raise TypeError(f"op: expected an invprob Operator, got {type(op).__name__}")
+    if cls.needs_prior:
+        _check_prior(op, prior, method, cls.needs_project)
+    reference = prior if isinstance(prior, Prior) else None
+    y_batch, single = _as_batch(y, op.out_shape, "y", reference)
+    init = None if x_init is None else _as_batch(x_init, op.in_shape, "x_init", reference)[0]
+    start = time.perf_counter()
+    result = cls(options_model).run(op, prior, y_batch, x_init=init, callback=callback, generator=generator)
+    result.seconds = time.perf_counter() - start
+    if single:
+        _unbatch(result)
+    return result
+
+
+def check_loss(loss: torch.Tensor, iteration: int, method: str, hint: str = "try a smaller step size (lr)") -> None:
+    """Raise :class:`SolverDiverged` if any entry of ``loss`` is NaN or Inf."""
+    if not bool(torch.isfinite(loss).all()):
+        raise SolverDiverged(f"{method}: the loss became non-finite at iteration {iteration}; {hint}")
+
+
+def sigma_per_sample(sigma: float | torch.Tensor | None, y: torch.Tensor, name: str = "sigma") -> torch.Tensor | None:
+    """Return the noise level as a ``(B,)`` tensor on ``y``'s device, or None; reject ``sigma <= 0``."""
+    if sigma is None:
+        return None
+    s = torch.as_tensor(sigma, dtype=y.dtype).to(y.device).flatten()
+    if s.numel() == 1:
+        s = s.expand(y.shape[0])
+    if s.numel() != y.shape[0] or not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
+        raise ValueError(f"{name}: expected a positive number or {y.shape[0]} positive numbers, got {sigma!r}")
+    return s
+
+
+def _lookup(method: str) -> type[Solver]:
+    _load_builtin_methods()
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}")
+    return METHODS[method]
+
+
+def _check_prior(op: Operator, prior: Prior | None, method: str, needs_project: bool) -> None:
+    if not isinstance(prior, Prior):
+        raise TypeError(f"prior: method {method!r} needs an invprob Prior, got {type(prior).__name__}")
+    if tuple(op.in_shape) != tuple(prior.data_shape):
+        raise ValueError(
+            f"op: the operator's in_shape {op.in_shape} does not match the prior's data_shape {prior.data_shape}"
+        )
+    if needs_project and not callable(getattr(prior, "project", None)):
+        raise TypeError(f"prior: method {method!r} needs prior.project, which {type(prior).__name__} lacks")
+
+
+def _as_batch(
+    value: torch.Tensor | np.ndarray,
+    shape: tuple[int, ...],
+    name: str,
+    prior: Prior | None,
+) -> tuple[torch.Tensor, bool]:
+    t = to_tensor(value, name)
+    if prior is not None:
+        t = t.to(device=prior.device, dtype=prior.dtype)
+    is_single = tuple(t.shape) == tuple(shape)
+    if is_single:
+        t = t.unsqueeze(0)
+    if tuple(t.shape[1:]) != tuple(shape):
+        dims = ", ".join(str(s) for s in shape)
+        raise ValueError(f"{name}: expected shape ({dims}) or (B, {dims}), got {tuple(value.shape)}")
+    return check_finite(t, name), is_single
+
+
+def _unbatch(result: Result) -> None:
+    for key in ("x_hat", "samples", "mean", "std"):
+        value = getattr(result, key)
+        if isinstance(value, torch.Tensor):
+            setattr(result, key, value[0])
+
+
+def _load_builtin_methods() -> None:
+    """Import the modules that register the built-in methods (on first use, to keep import light)."""
+    from . import _builtin  # noqa: F401
+
