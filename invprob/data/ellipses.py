@@ -14,13 +14,13 @@ centres:
 - the indicator functions are summed with their intensities, clipped to ``[0, 1]``, set to zero
   outside the inscribed disc (the field of view of a CT scanner) and mapped to ``[-1, 1]``.
 
-The parameters are drawn per image; the rasterisation is vectorised over a whole batch of
-images and ellipses (see :meth:`EllipseDataset.get_batch`).
+Each phantom is rasterised by two matrix products over all its ellipses and pixels at once
+(:func:`rasterise`); a phantom depends on its own index only, never on the batch it is made in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -39,7 +39,6 @@ _CENTRE_RADIUS = 0.6
 _AXIS_RANGE = (0.05, 0.5)
 _INTENSITY_RANGE = (0.1, 1.0)
 _NEGATIVE_PROBABILITY = 0.3
-_CHUNK = 64
 
 
 def ellipse_parameters(rng: np.random.Generator, n_ellipses: tuple[int, int]) -> np.ndarray:
@@ -58,57 +57,61 @@ def ellipse_parameters(rng: np.random.Generator, n_ellipses: tuple[int, int]) ->
 
 
 @lru_cache(maxsize=8)
-def _grid(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates ``(x, y)`` on ``[-1, 1]^2`` (flattened) and the disc mask."""
+def _grid(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The monomials ``(x^2, xy, y^2, x, y, 1)`` at the pixel centres of ``[-1, 1]^2``, as a
+    ``(6, H*W)`` array, and the mask of the inscribed disc, as a flat ``(H*W,)`` array."""
     h, w = size
     y = (np.arange(h) + 0.5) / h * 2 - 1
     x = (np.arange(w) + 0.5) / w * 2 - 1
-    xx, yy = np.meshgrid(x, y)
-    inside = (xx**2 + yy**2) <= 1.0
-    return xx.ravel(), yy.ravel(), inside.ravel()
+    xx, yy = (g.ravel() for g in np.meshgrid(x, y))
+    monomials = np.stack([xx * xx, xx * yy, yy * yy, xx, yy, np.ones_like(xx)])
+    return monomials, (xx * xx + yy * yy) <= 1.0
 
 
-def rasterise(params: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """Draw phantoms from per-image ellipse rows; returns ``(N, H, W)`` float32 in ``[0, 1]``.
+def quadratic_forms(params: np.ndarray) -> np.ndarray:
+    """Coefficients of ``q(x, y)`` on the monomials of :func:`_grid`, one row per ellipse.
 
-    The ellipses of all images are padded to a common count (padding rows have intensity 0) and
-    their quadratic forms are evaluated on the grid at once, ``_CHUNK`` images at a time.
+    ``q <= 1`` exactly inside the ellipse: with ``(u, v)`` the offset from the centre rotated by
+    ``-angle``, ``q = (u / a)^2 + (v / b)^2``, expanded as a quadratic polynomial in ``(x, y)``.
     """
-    xx, yy, disc = _grid(size)
-    out = np.empty((len(params), size[0] * size[1]), dtype=np.float32)
-    for start in range(0, len(params), _CHUNK):
-        block = params[start : start + _CHUNK]
-        out[start : start + len(block)] = _rasterise_block(block, xx, yy)
-    out *= disc
-    return out.reshape(len(params), *size)
-
-
-def _rasterise_block(params: Sequence[np.ndarray], xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    k_max = max(len(p) for p in params)
-    table = np.zeros((len(params), k_max, 6))
-    table[:, :, 2:4] = 1.0
-    for i, p in enumerate(params):
-        table[i, : len(p)] = p
-    cx, cy, a, b, angle, intensity = (table[..., j, None] for j in range(6))
+    cx, cy, a, b, angle, _ = params.T
     cos, sin = np.cos(angle), np.sin(angle)
-    dx, dy = xx - cx, yy - cy
-    u = (dx * cos + dy * sin) / a
-    v = (dy * cos - dx * sin) / b
-    inside = (u * u + v * v) <= 1.0
-    image = np.einsum("nkp,nk->np", inside.astype(np.float32), intensity[..., 0].astype(np.float32))
-    return np.clip(image, 0.0, 1.0)
+    qa = cos**2 / a**2 + sin**2 / b**2
+    qc = sin**2 / a**2 + cos**2 / b**2
+    qb = 2 * cos * sin * (1 / a**2 - 1 / b**2)
+    return np.column_stack(
+        [
+            qa,
+            qb,
+            qc,
+            -2 * qa * cx - qb * cy,
+            -qb * cx - 2 * qc * cy,
+            qa * cx**2 + qb * cx * cy + qc * cy**2,
+        ]
+    )
+
+
+def rasterise(params: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Draw one phantom from its ellipse rows; returns ``(H, W)`` float32 in ``[0, 1]``.
+
+    Vectorised over ellipses and pixels: the quadratic forms of all ellipses are evaluated on the
+    grid by one matrix product and the indicators are summed, weighted by intensity, by another.
+    """
+    monomials, disc = _grid(size)
+    inside = (quadratic_forms(params) @ monomials) <= 1.0
+    image = np.clip(params[:, 5] @ inside, 0.0, 1.0) * disc
+    return image.astype(np.float32).reshape(size)
 
 
 class EllipseDataset(Dataset):
     """Random-ellipse phantoms as ``(1, H, W)`` float32 images in ``[-1, 1]``.
 
     Map-style: item ``i`` is generated from the seed ``[seed, stream, i]`` (see the module
-    docstring), so the training split is an unbounded reproducible stream. ``len()`` reports
-    ``length``, the nominal size of one epoch, but every index ``i >= 0`` is valid, even beyond it.
-    Shuffling is unnecessary since consecutive items are already independent draws.
-
-    A ``torch.utils.data.DataLoader`` fetches whole batches through :meth:`__getitems__`, which
-    rasterises the batch in one vectorised pass.
+    docstring), so the training split is an unbounded reproducible stream. ``len()`` and
+    iteration cover ``length`` items, the nominal size of one epoch, but indexing accepts every
+    ``i >= 0``, even beyond it. Shuffling is unnecessary since consecutive items are already
+    independent draws. A ``torch.utils.data.DataLoader`` fetches whole batches at once through
+    :meth:`__getitems__`.
     """
 
     def __init__(
@@ -136,23 +139,27 @@ class EllipseDataset(Dataset):
 
     def parameters(self, index: int) -> np.ndarray:
         """The ellipse rows ``(cx, cy, a, b, angle, intensity)`` of item ``index``."""
-        index = check_int(index, "index", minimum=0)
+        index = check_int(index, "index")
+        if index < 0:
+            raise IndexError(f"index: the ellipse stream has no negative indices, got {index}")
         rng = np.random.default_rng([self.seed, self.stream, index])
         return ellipse_parameters(rng, self.n_ellipses)
 
     def get_batch(self, indices: Sequence[int]) -> torch.Tensor:
         """Items ``indices`` stacked as a ``(len(indices), 1, H, W)`` tensor."""
-        params = [self.parameters(int(i)) for i in indices]
-        if not params:
-            return torch.empty((0, *self.image_shape))
-        images = rasterise(params, self.size) * 2.0 - 1.0
-        return torch.from_numpy(images[:, None])
+        images = np.empty((len(indices), 1, *self.size), dtype=np.float32)
+        for row, index in enumerate(indices):
+            images[row, 0] = rasterise(self.parameters(index), self.size)
+        return torch.from_numpy(images * 2.0 - 1.0)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.get_batch([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[torch.Tensor]:
         return list(self.get_batch(indices))
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self[i] for i in range(self.length))
 
 
 def _check_count_range(n_ellipses: tuple[int, int]) -> tuple[int, int]:
