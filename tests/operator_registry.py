@@ -7,7 +7,7 @@ Each entry builds a small operator in float64-friendly sizes. ``full_row_rank`` 
 from dataclasses import dataclass
 from typing import Callable
 
-from invprob.operators import BlockMask, Identity, RandomGaussian, RandomMask, SuperResolution, from_matrix
+from invprob.operators import BlockMask, Identity, LimitedAngleCT, RandomGaussian, RandomMask, SuperResolution, from_matrix
 import torch
 
 
@@ -37,4 +37,5 @@ OPERATORS = {
     "scaled": Entry(lambda: 2.5 * SuperResolution((1, 8, 8), 2), True),
     "composed": Entry(_composed, False),
     "lowrank-matrix": Entry(_rank_deficient_matrix, False),
+    "ct": Entry(lambda: LimitedAngleCT((1, 16, 16), angles=[30.0 + 120.0 * k / 7 for k in range(8)], backend="matrix"), True),
 }

@@ -2,6 +2,7 @@
 
 from .base import CallableOperator, Composition, LinearOperator, Operator, Scaled, cgls, from_callable, from_physics
 from .checks import AdjointReport, check_adjoint
+from .ct import LimitedAngleCT
 from .identity import Identity
 from .masks import BlockMask, RandomMask
 from .matrix import MatrixOperator, RandomGaussian, from_matrix
@@ -14,6 +15,7 @@ __all__ = [
     "CallableOperator",
     "Composition",
     "Identity",
+    "LimitedAngleCT",
     "LinearOperator",
     "MatrixOperator",
     "Operator",
