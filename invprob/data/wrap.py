@@ -62,8 +62,8 @@ class WrappedImageDataset(Dataset):
         x = ((chw - low) / (high - low)).clamp(0, 1)
         x = _set_channels(x, self.channels)
         if self.size is not None and tuple(x.shape[1:]) != self.size:
-            x = F.interpolate(x[None], size=self.size, mode="bilinear", antialias=True, align_corners=False)[0]
-        return (x.clamp(0, 1) * 2 - 1).contiguous()
+            x = F.interpolate(x[None], size=self.size, mode="bilinear", antialias=True)[0]
+        return (x.clamp(0, 1) * 2 - 1).to(torch.float32).contiguous()
 
 
 def _split_item(item: Any) -> tuple[Any, Any]:

@@ -1,0 +1,377 @@
+"""Tests of invprob.data: the offline datasets, the file loaders and the dataset wrappers."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from skimage.io import imsave
+from torch.utils.data import DataLoader
+
+from invprob.data import (
+    DIGITS_SPLIT_SEED,
+    from_torch_dataset,
+    from_unit_range,
+    list_datasets,
+    load_dataset,
+    to_unit_range,
+    torchvision_dataset,
+)
+
+
+def _check_images(x: torch.Tensor, shape: tuple[int, ...]) -> None:
+    assert x.dtype == torch.float32
+    assert tuple(x.shape) == shape
+    assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+
+
+# --- digits -----------------------------------------------------------------------------------
+
+
+def test_digits_splits_shapes_and_ranges():
+    train, test, full = (load_dataset("digits", split) for split in ("train", "test", "all"))
+    assert (len(train), len(test), len(full)) == (1500, 297, 1797)
+    _check_images(train[0], (1, 32, 32))
+    _check_images(test.images, (297, 1, 32, 32))
+    # the full range is used: background at -1, strokes reach +1
+    assert float(full.images.min()) == -1.0 and float(full.images.max()) == 1.0
+    assert train.labels.dtype == torch.int64 and set(train.labels.tolist()) == set(range(10))
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    from sklearn.datasets import load_digits
+
+    perm = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(1797)
+    full = load_dataset("digits", "all")
+    test = load_dataset("digits", "test")
+    assert torch.equal(test.images, full.images[np.sort(perm[:297])])
+    train = load_dataset("digits", "train")
+    # disjoint: no training image equals a test image
+    flat_train = train.images.flatten(1)
+    flat_test = test.images.flatten(1)
+    assert torch.cdist(flat_test, flat_train).min() > 0
+    # labels follow the images
+    assert torch.equal(full.labels, torch.from_numpy(load_digits().target))
+    # a second call gives the same data, and mutating one result does not touch the cache
+    again = load_dataset("digits", "train")
+    assert torch.equal(again.images, train.images)
+    train.images.zero_()
+    assert not torch.equal(load_dataset("digits", "train").images, train.images)
+
+
+def test_digits_resize_matches_the_source_images():
+    from sklearn.datasets import load_digits
+
+    full = load_dataset("digits", "all")
+    down = torch.nn.functional.avg_pool2d(full.images, 4)  # 32x32 -> 8x8 blocks
+    source = torch.from_numpy(load_digits().images).float()[:, None] / 8 - 1
+    assert torch.corrcoef(torch.stack([down.flatten(), source.flatten()]))[0, 1] > 0.95
+
+
+def test_digits_with_labels():
+    ds = load_dataset("digits", "test", with_labels=True)
+    image, label = ds[3]
+    _check_images(image, (1, 32, 32))
+    assert label == int(ds.labels[3])
+
+
+# --- ellipses ---------------------------------------------------------------------------------
+
+
+def test_ellipses_shapes_lengths_and_range():
+    train = load_dataset("ellipses")
+    test = load_dataset("ellipses", "test")
+    assert len(train) == 100_000 and len(test) == 100
+    _check_images(train[0], (1, 64, 64))
+    batch = test.get_batch(range(100))
+    _check_images(batch, (100, 1, 64, 64))
+    assert float(batch.min()) == -1.0 and float(batch.max()) > 0.0
+    small = load_dataset("ellipses", size=(24, 40), length=7)
+    assert len(small) == 7 and len(list(small)) == 7
+    _check_images(small[10**9], (1, 24, 40))
+
+
+def test_ellipses_zero_outside_the_disc():
+    x = load_dataset("ellipses", "test", size=32).get_batch(range(20))
+    centres = (torch.arange(32) + 0.5) / 16 - 1
+    outside = centres[:, None] ** 2 + centres[None, :] ** 2 > 1
+    assert bool((x[:, 0, outside] == -1).all())
+    assert bool((x[:, 0, ~outside] > -1).any())
+
+
+def test_ellipses_test_set_fixed_and_disjoint_from_train():
+    first = load_dataset("ellipses", "test").get_batch(range(100))
+    second = load_dataset("ellipses", "test").get_batch(range(100))
+    assert torch.equal(first, second)
+    train = load_dataset("ellipses", "train").get_batch(range(100))
+    assert not torch.equal(first, train)
+    other_seed = load_dataset("ellipses", "test", seed=1).get_batch(range(100))
+    assert not torch.equal(first, other_seed)
+    assert len({tuple(img.flatten()[::7].tolist()) for img in first}) == 100
+
+
+def test_ellipses_item_depends_only_on_its_index():
+    ds = load_dataset("ellipses", size=32)
+    batch = ds.get_batch([5, 123_456, 0])
+    assert torch.equal(batch[1], ds[123_456])
+    assert torch.equal(batch[0], ds[5])
+    loader = DataLoader(ds, batch_size=4)
+    first = next(iter(loader))
+    _check_images(first, (4, 1, 32, 32))
+    assert torch.equal(first, ds.get_batch(range(4)))
+
+
+def test_ellipse_parameters_follow_the_options():
+    ds = load_dataset("ellipses", n_ellipses=(2, 4))
+    counts = {len(ds.parameters(i)) for i in range(200)}
+    assert counts == {2, 3, 4}
+    params = np.concatenate([ds.parameters(i) for i in range(200)])
+    assert np.all(np.hypot(params[:, 0], params[:, 1]) <= 0.6)
+    assert np.all((params[:, 2:4] >= 0.05) & (params[:, 2:4] <= 0.5))
+    assert np.all(np.abs(params[:, 5]) >= 0.1) and (params[:, 5] < 0).any()
+
+
+def test_ellipses_rasterise_a_known_disc():
+    from invprob.data.ellipses import rasterise
+
+    image = rasterise(np.array([[0.0, 0.0, 0.5, 0.5, 0.3, 0.8]]), (200, 200))
+    assert np.isclose((image > 0).mean(), np.pi * 0.25 / 4, rtol=0.02)
+    assert set(np.unique(image).tolist()) == {0.0, np.float32(0.8)}
+
+
+def test_ellipses_bad_options():
+    with pytest.raises(ValueError, match="split"):
+        load_dataset("ellipses", "all")
+    with pytest.raises(ValueError, match="n_ellipses"):
+        load_dataset("ellipses", n_ellipses=(4, 2))
+    with pytest.raises(ValueError, match="size"):
+        load_dataset("ellipses", size=0)
+    with pytest.raises(IndexError):
+        load_dataset("ellipses")[-1]
+
+
+# --- shepp-logan ------------------------------------------------------------------------------
+
+
+def test_shepp_logan():
+    ds = load_dataset("shepp-logan")
+    assert len(ds) == 1
+    _check_images(ds[0], (1, 64, 64))
+    assert float(ds[0].min()) == -1.0 and float(ds[0].max()) > 0.5
+    big = load_dataset("shepp-logan", "test", size=128)[0]
+    _check_images(big, (1, 128, 128))
+    assert torch.equal(load_dataset("shepp-logan", "test")[0], ds[0])
+
+
+# --- folder -----------------------------------------------------------------------------------
+
+
+def _write_images(folder, sizes, rgb=False):
+    rng = np.random.default_rng(0)
+    folder.mkdir(exist_ok=True)
+    written = []
+    for i, (h, w) in enumerate(sizes):
+        shape = (h, w, 3) if rgb else (h, w)
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        imsave(folder / f"img{i:02d}.png", image, check_contrast=False)
+        written.append(image)
+    return written
+
+
+def test_folder_grayscale_exact_values_and_splits(tmp_path):
+    images = _write_images(tmp_path / "imgs", [(12, 10)] * 10)
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    full = load_dataset("folder", "all", path=tmp_path / "imgs")
+    _check_images(full.images, (10, 1, 12, 10))
+    expected = torch.from_numpy(np.stack(images)).float()[:, None] / 255 * 2 - 1
+    assert torch.allclose(full.images, expected, atol=1e-6)
+    train = load_dataset("folder", path=tmp_path / "imgs")
+    test = load_dataset("folder", "test", path=tmp_path / "imgs")
+    assert (len(train), len(test)) == (9, 1)
+    assert not bool((test.images[0] == train.images).flatten(1).all(1).any())
+
+
+def test_folder_rgb_gray_conversion_and_resize(tmp_path):
+    _write_images(tmp_path / "rgb", [(16, 16), (20, 24)], rgb=True)
+    rgb = load_dataset("folder", "all", path=tmp_path / "rgb", channels=3, size=8)
+    _check_images(rgb.images, (2, 3, 8, 8))
+    gray = load_dataset("folder", "all", path=tmp_path / "rgb", size=(8, 6))
+    _check_images(gray.images, (2, 1, 8, 6))
+    _write_images(tmp_path / "gray", [(8, 8)])
+    repeated = load_dataset("folder", "all", path=tmp_path / "gray", channels=3)
+    assert torch.equal(repeated.images[:, 0], repeated.images[:, 2])
+
+
+def test_folder_errors(tmp_path):
+    _write_images(tmp_path / "mixed", [(8, 8), (8, 9)])
+    with pytest.raises(ValueError, match="different sizes.*8x9.*size="):
+        load_dataset("folder", path=tmp_path / "mixed")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.md").write_text("no images here")
+    with pytest.raises(ValueError, match="no image files"):
+        load_dataset("folder", path=tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        load_dataset("folder", path=tmp_path / "missing")
+    with pytest.raises(ValueError, match="channels"):
+        load_dataset("folder", path=tmp_path / "mixed", channels=2)
+
+
+# --- array ------------------------------------------------------------------------------------
+
+
+def test_array_npy_default_range_and_split(tmp_path):
+    data = np.random.default_rng(1).uniform(-3.0, 5.0, size=(20, 6, 7))
+    np.save(tmp_path / "x.npy", data)
+    full = load_dataset("array", "all", path=tmp_path / "x.npy")
+    _check_images(full.images, (20, 1, 6, 7))
+    expected = (data - data.min()) / (data.max() - data.min()) * 2 - 1
+    assert torch.allclose(full.images[:, 0], torch.from_numpy(expected).float(), atol=1e-6)
+    train = load_dataset("array", path=tmp_path / "x.npy", test_fraction=0.25, seed=3)
+    test = load_dataset("array", "test", path=tmp_path / "x.npy", test_fraction=0.25, seed=3)
+    assert (len(train), len(test)) == (15, 5)
+    union = torch.cat([train.images, test.images])
+    sums = sorted(union.sum((1, 2, 3)).tolist())
+    assert sums == pytest.approx(sorted(full.images.sum((1, 2, 3)).tolist()))
+
+
+def test_array_npz_value_range_and_resize(tmp_path):
+    data = np.random.default_rng(2).integers(0, 256, size=(4, 3, 10, 10)).astype(np.uint8)
+    np.savez(tmp_path / "x.npz", images=data, labels=np.arange(4))
+    ds = load_dataset("array", "all", path=tmp_path / "x.npz", key="images", value_range=(0, 255))
+    _check_images(ds.images, (4, 3, 10, 10))
+    assert torch.allclose(ds.images, torch.from_numpy(data).float() / 255 * 2 - 1, atol=1e-6)
+    clipped = load_dataset("array", "all", path=tmp_path / "x.npz", key="images", value_range=(0, 100), size=5)
+    _check_images(clipped.images, (4, 3, 5, 5))
+    with pytest.raises(ValueError, match=r"holds arrays \['images', 'labels'\]"):
+        load_dataset("array", path=tmp_path / "x.npz")
+
+
+def test_array_errors(tmp_path):
+    np.save(tmp_path / "flat.npy", np.zeros((5, 4)))
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        load_dataset("array", path=tmp_path / "flat.npy")
+    np.save(tmp_path / "const.npy", np.ones((3, 4, 4)))
+    with pytest.raises(ValueError, match="constant"):
+        load_dataset("array", path=tmp_path / "const.npy")
+    with pytest.raises(ValueError, match="value_range"):
+        load_dataset("array", path=tmp_path / "const.npy", value_range=(1, 1))
+    with pytest.raises(FileNotFoundError):
+        load_dataset("array", path=tmp_path / "missing.npy")
+    with pytest.raises(ValueError, match="test_fraction"):
+        load_dataset("array", path=tmp_path / "const.npy", value_range=(0, 2), test_fraction=1.5)
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+
+def test_unknown_name_split_and_option():
+    with pytest.raises(ValueError, match="'digits'.*'ellipses'.*'shepp-logan'.*'folder'.*'array'"):
+        load_dataset("mnist")
+    with pytest.raises(ValueError, match="split.*'train'.*'test'"):
+        load_dataset("digits", split="validation")
+    with pytest.raises(TypeError, match="unknown option.*sizee"):
+        load_dataset("ellipses", sizee=32)
+    assert list_datasets() == ["digits", "ellipses", "shepp-logan", "folder", "array"]
+
+
+def test_unit_range_helpers():
+    x = torch.tensor([-1.0, 0.0, 1.0, 3.0])
+    assert torch.equal(to_unit_range(x), torch.tensor([0.0, 0.5, 1.0, 1.0]))
+    assert torch.equal(from_unit_range(to_unit_range(x[:3])), x[:3])
+    assert np.allclose(to_unit_range(np.array([-1.0, 1.0])), [0.0, 1.0])
+    with pytest.raises(TypeError):
+        to_unit_range([0.0])
+
+
+# --- wrappers ---------------------------------------------------------------------------------
+
+
+class _PairDataset(torch.utils.data.Dataset):
+    """A torchvision-like dataset of (uint8 image, label) pairs."""
+
+    def __init__(self, n=6, shape=(28, 28)):
+        rng = np.random.default_rng(0)
+        self.images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], i % 10
+
+
+def test_from_torch_dataset_pairs_and_tensors():
+    raw = _PairDataset()
+    ds = from_torch_dataset(raw)
+    assert len(ds) == 6
+    _check_images(ds[2], (1, 28, 28))
+    assert torch.allclose(ds[2][0], torch.from_numpy(raw.images[2]).float() / 255 * 2 - 1, atol=1e-6)
+    image, label = from_torch_dataset(raw, with_labels=True, size=16, channels=3)[4]
+    _check_images(image, (3, 16, 16))
+    assert label == 4
+    floats = [torch.rand(3, 8, 8) for _ in range(3)]
+    wrapped = from_torch_dataset(floats, channels=1)
+    _check_images(wrapped[0], (1, 8, 8))
+    weights = torch.tensor([0.2125, 0.7154, 0.0721]).view(3, 1, 1)
+    assert torch.allclose(wrapped[1], (floats[1] * weights).sum(0, keepdim=True) * 2 - 1, atol=1e-6)
+
+
+def test_from_torch_dataset_pil_images_and_value_range():
+    from PIL import Image
+
+    rgba = np.zeros((5, 7, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    ds = from_torch_dataset([(Image.fromarray(rgba), 1)])
+    _check_images(ds[0], (3, 5, 7))
+    assert torch.equal(ds[0][0], torch.ones(5, 7)) and torch.equal(ds[0][1], -torch.ones(5, 7))
+    ints = from_torch_dataset([torch.full((4, 4), 50, dtype=torch.int32)], value_range=(0, 100))
+    assert torch.equal(ints[0], torch.zeros(1, 4, 4))
+    with pytest.raises(ValueError, match="value_range"):
+        from_torch_dataset([torch.zeros(4, 4, dtype=torch.int32)])[0]
+    with pytest.raises(ValueError, match="no label"):
+        from_torch_dataset([torch.zeros(4, 4)], with_labels=True)[0]
+    with pytest.raises(TypeError, match="map-style"):
+        from_torch_dataset(iter([torch.zeros(4, 4)]))
+
+
+def test_torchvision_missing_gives_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    with pytest.raises(ImportError, match="pip install torchvision"):
+        torchvision_dataset("MNIST", "/nonexistent")
+
+
+def test_torchvision_dataset_with_a_stand_in_module(monkeypatch, tmp_path):
+    calls = {}
+
+    class MNIST(_PairDataset):
+        def __init__(self, root, train=True, transform=None, download=False):
+            calls.update(root=root, train=train, download=download)
+            super().__init__(n=5 if train else 3)
+
+    class CelebA(_PairDataset):
+        def __init__(self, root, split="train", download=False):
+            calls.update(split=split)
+            super().__init__(n=2, shape=(10, 12, 3))
+
+    package = types.ModuleType("torchvision")
+    datasets = types.ModuleType("torchvision.datasets")
+    datasets.MNIST, datasets.CelebA = MNIST, CelebA
+    package.datasets = datasets
+    monkeypatch.setitem(sys.modules, "torchvision", package)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
+
+    test = torchvision_dataset("MNIST", str(tmp_path), "test", size=32)
+    assert calls == {"root": str(tmp_path), "train": False, "download": False}
+    assert len(test) == 3
+    _check_images(test[0], (1, 32, 32))
+    celeb = torchvision_dataset("CelebA", str(tmp_path), "valid", channels=1)
+    assert calls["split"] == "valid"
+    _check_images(celeb[1], (1, 10, 12))
+    with pytest.raises(ValueError, match="no dataset class 'Nope'"):
+        torchvision_dataset("Nope", str(tmp_path))
+    with pytest.raises(ValueError, match="split"):
+        torchvision_dataset("MNIST", str(tmp_path), "valid")
