@@ -116,14 +116,14 @@ class EllipseDataset(Dataset):
 
     def __init__(
         self,
-        size: tuple[int, int],
+        size: int | tuple[int, int],
         length: int,
         *,
         seed: int = 0,
         stream: int = TRAIN_STREAM,
         n_ellipses: tuple[int, int] = (3, 10),
     ) -> None:
-        self.size = size
+        self.size = as_size(size)
         self.length = check_int(length, "length", minimum=1)
         self.seed = check_int(seed, "seed", minimum=0)
         self.stream = check_int(stream, "stream", minimum=0)
@@ -195,4 +195,4 @@ def ellipses_dataset(
     if length is None:
         length = DEFAULT_TRAIN_LENGTH if split == "train" else DEFAULT_TEST_LENGTH
     stream = TRAIN_STREAM if split == "train" else TEST_STREAM
-    return EllipseDataset(as_size(size), length, seed=seed, stream=stream, n_ellipses=n_ellipses)
+    return EllipseDataset(size, length, seed=seed, stream=stream, n_ellipses=n_ellipses)
