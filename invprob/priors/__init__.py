@@ -4,3 +4,7 @@ from .base import PRIOR_CLASSES, Prior
 from .io import load_prior_file, save_prior
 
 __all__ = ["PRIOR_CLASSES", "Prior", "load_prior_file", "save_prior"]
+
+from .linear_gaussian import GaussianPosterior, LinearGaussianPrior
+
+__all__ += ["GaussianPosterior", "LinearGaussianPrior"]
