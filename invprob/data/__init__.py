@@ -12,7 +12,7 @@ Every dataset yields ``torch.float32`` images of shape ``(C, H, W)`` with values
 from .base import ImageTensorDataset, from_unit_range, to_unit_range
 from .digits import DIGITS_SPLIT_SEED, digits_dataset
 from .ellipses import EllipseDataset, ellipses_dataset
-from .files import array_dataset, folder_dataset
+from .files import array_dataset, folder_dataset, read_image, write_image
 from .phantom import shepp_logan_dataset
 from .registry import list_datasets, load_dataset
 from .wrap import WrappedImageDataset, from_torch_dataset, torchvision_dataset
@@ -26,6 +26,8 @@ __all__ = [
     "digits_dataset",
     "ellipses_dataset",
     "folder_dataset",
+    "read_image",
+    "write_image",
     "from_torch_dataset",
     "from_unit_range",
     "list_datasets",

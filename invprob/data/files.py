@@ -167,3 +167,38 @@ def _value_range(data: np.ndarray, value_range: tuple[float, float] | None) -> t
 def _to_signed(unit: np.ndarray) -> torch.Tensor:
     """Map ``[0, 1]`` images to ``[-1, 1]`` float32, clipping the rounding errors of resizing."""
     return torch.from_numpy((np.clip(unit, 0.0, 1.0) * 2.0 - 1.0).astype(np.float32))
+
+
+def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Read one image (PNG/JPEG, or a ``.npy`` array already in ``[-1, 1]``) as a ``shape`` tensor.
+
+    Pictures are converted to ``shape[0]`` channels, resized to ``shape[1:]`` with anti-aliasing
+    and mapped from ``[0, 1]`` to ``[-1, 1]``. A ``.npy`` file must hold ``(H, W)`` or ``(C, H, W)``
+    of exactly that size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image: no such file {str(path)!r}")
+    channels, height, width = shape
+    if path.suffix.lower() == ".npy":
+        array = np.load(path)
+        array = array[None] if array.ndim == 2 else array
+        if array.shape != tuple(shape):
+            raise ValueError(f"image: {path.name} holds an array of shape {array.shape}, expected {tuple(shape)}")
+        return torch.from_numpy(array.astype(np.float32))
+    try:
+        unit = _read_image(path, channels)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"image: cannot read {path.name} as an image ({err})") from None
+    return _to_signed(resize_stack(unit[None], (height, width))[0])
+
+
+def write_image(path: str | Path, image: torch.Tensor) -> Path:
+    """Save a ``(C, H, W)`` image in ``[-1, 1]`` as an 8-bit PNG (values outside are clipped)."""
+    from skimage.io import imsave
+
+    array = ((image.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    path = Path(path)
+    imsave(path, array, check_contrast=False)
+    return path

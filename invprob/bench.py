@@ -1,0 +1,345 @@
+"""One-command benchmark: every chosen method on every chosen operator, same images, same noise.
+
+:func:`run` evaluates the grid ``operators x methods x images``. Each finished cell is appended to
+``results.jsonl`` in the output directory the moment it is computed, so an interrupted run loses
+at most the cell in progress; re-running with the same directory and configuration skips every
+finished cell. A directory holding results of another configuration is refused unless
+``force=True`` (which discards them). At the end the run writes ``results.csv``, ``tables.md``
+(SNR, SSIM and seconds per image, mean ± std) and ``examples.png`` (one image per operator: truth,
+``A^+ y`` and every method).
+
+Operator specs are compact strings: ``gauss:250,randmask:0.15,sr:4,block:12,ct:30``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import math
+import platform
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .operators import BlockMask, LinearOperator, RandomGaussian, RandomMask, SuperResolution, add_noise
+from .training.checkpoint import atomic_write
+
+RESULTS = "results.jsonl"
+CONFIG = "bench_config.json"
+MAP_METHODS = ("pinv", "tv", "csgm", "dip", "iflow", "iflow-l")
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """A parsed operator spec such as ``gauss:250``: ``kind`` and its one parameter."""
+
+    kind: str
+    value: float | int | None
+    text: str
+
+    def build(self, shape: tuple[int, ...], seed: int) -> LinearOperator:
+        """Instantiate the operator for images of ``shape``."""
+        return OPERATOR_KINDS[self.kind][1](shape, self.value, seed)
+
+
+def _ct(shape: tuple[int, ...], n_angles: int | None, seed: int) -> LinearOperator:
+    from .operators.ct import LimitedAngleCT
+
+    if n_angles is None:
+        return LimitedAngleCT(shape)
+    return LimitedAngleCT(shape, angles=np.linspace(30.0, 150.0, int(n_angles)))
+
+
+OPERATOR_KINDS: dict[str, tuple[type, Callable[..., LinearOperator], str]] = {
+    "gauss": (int, lambda s, v, seed: RandomGaussian(s, 250 if v is None else v, seed=seed), "random Gaussian, m measurements (default 250)"),
+    "randmask": (float, lambda s, v, seed: RandomMask(s, 0.15 if v is None else v, seed=seed), "random pixel mask, drop probability p (default 0.15)"),
+    "sr": (int, lambda s, v, seed: SuperResolution(s, 4 if v is None else v), "super-resolution, factor (default 4)"),
+    "block": (int, lambda s, v, seed: BlockMask(s, 12 if v is None else v), "centred square hole, side s (default 12)"),
+    "ct": (int, _ct, "limited-angle CT, n angles in [30°, 150°] (default 30)"),
+}
+
+
+def parse_operators(spec: str) -> list[OperatorSpec]:
+    """Parse ``"gauss:250,randmask:0.15,sr:4,block:12,ct:30"``; the parameter after ``:`` is optional."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"operators: expected a comma-separated spec such as 'gauss:250,sr:4', got {spec!r}")
+    out = []
+    for item in (part.strip() for part in spec.split(",")):
+        kind, _, raw = item.partition(":")
+        if kind not in OPERATOR_KINDS:
+            raise ValueError(f"operators: unknown operator {kind!r} in {spec!r}; valid: {', '.join(OPERATOR_KINDS)}")
+        cast = OPERATOR_KINDS[kind][0]
+        try:
+            value = cast(raw) if raw else None
+        except ValueError:
+            raise ValueError(f"operators: {item!r} needs a {cast.__name__} after ':'") from None
+        out.append(OperatorSpec(kind, value, item))
+    if len({o.text for o in out}) != len(out):
+        raise ValueError(f"operators: {spec!r} lists an operator twice")
+    return out
+
+
+def parse_methods(spec: str | list[str]) -> list[str]:
+    """Parse ``"pinv,iflow-l"`` (or a list) and check each name against the registry."""
+    from .solvers import list_methods
+
+    names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
+    if not names:
+        raise ValueError("methods: expected at least one method name")
+    valid = list_methods()
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"methods: unknown method {name!r}; valid: {', '.join(valid)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods: {spec!r} lists a method twice")
+    return names
+
+
+def parse_option(text: str) -> tuple[str, str, Any]:
+    """Parse a per-method option ``method.key=value`` (value read as JSON, else kept as a string)."""
+    target, sep, raw = text.partition("=")
+    method, dot, key = target.partition(".")
+    if not sep or not dot or not method or not key:
+        raise ValueError(f"option: expected method.key=value, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return method, key, value
+
+
+def run(
+    out_dir: str | Path,
+    *,
+    prior: str = "trumpet-digits",
+    dataset: str = "digits",
+    split: str = "test",
+    n_images: int = 10,
+    operators: str = "gauss:250,randmask:0.15,sr:4,block:12",
+    methods: str | list[str] = ",".join(MAP_METHODS),
+    method_options: dict[str, dict[str, Any]] | None = None,
+    snr_db: float = 30.0,
+    seed: int = 0,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    command: str = "invprob.bench.run",
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark grid and write its outputs into ``out_dir``; return the summary tables.
+
+    ``stop_after`` ends the run after that many newly computed cells (to simulate an interruption).
+    """
+    from .data import load_dataset
+    from .priors.pretrained import load_prior
+
+    op_specs = parse_operators(operators)
+    names = parse_methods(methods)
+    method_options = method_options or {}
+    for name in method_options:
+        if name not in names:
+            raise ValueError(f"method_options: options given for {name!r}, which is not among the methods {names}")
+    if n_images < 1:
+        raise ValueError(f"n_images: expected >= 1, got {n_images}")
+    if not math.isfinite(snr_db):
+        raise ValueError(f"snr_db: expected a finite number, got {snr_db}")
+    config = {
+        "prior": str(prior), "dataset": dataset, "split": split, "n_images": n_images,
+        "operators": [o.text for o in op_specs], "methods": names, "method_options": method_options,
+        "snr_db": snr_db, "seed": seed,
+    }
+    out = Path(out_dir)
+    done = _prepare(out, config, force)
+    model = load_prior(prior, device=device)
+    images = _images(load_dataset(dataset, split=split, size=model.data_shape[-1]) if dataset != "digits" else load_dataset(dataset, split=split), n_images, model.data_shape)
+    info = {"machine": _machine(), "torch": torch.__version__, "date": _now(), "command": command, "seed": seed}
+    todo = [(o, m, i) for o in op_specs for m in names for i in range(n_images) if (o.text, m, i) not in done]
+    computed = 0
+    with tqdm(total=len(op_specs) * len(names) * n_images, initial=len(done), desc="bench", disable=not progress) as bar:
+        for op_spec, method, index in todo:
+            if stop_after is not None and computed >= stop_after:
+                break
+            record = _cell(out, model, op_spec, method, index, images[index], config, method_options.get(method, {}), device)
+            with open(out / RESULTS, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            computed += 1
+            bar.update(1)
+    records = _read_results(out)
+    summary = summarise(records, [o.text for o in op_specs], names)
+    if len(records) == len(op_specs) * len(names) * n_images:
+        _write_outputs(out, records, summary, info, config, images, op_specs, names)
+    return summary
+
+
+def _prepare(out: Path, config: dict[str, Any], force: bool) -> set[tuple[str, str, int]]:
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / CONFIG
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        if saved != config:
+            if not force:
+                changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+                raise ValueError(
+                    f"out_dir: {out} holds results of another configuration (differs in {', '.join(changed)}); "
+                    "use another directory or force=True (--force) to discard them"
+                )
+            (out / RESULTS).unlink(missing_ok=True)
+            for old in (out / "examples").glob("*.npy"):
+                old.unlink()
+    atomic_write(config_path, json.dumps(config, indent=2, sort_keys=True).encode())
+    return {(r["operator"], r["method"], r["image"]) for r in _read_results(out)}
+
+
+def _read_results(out: Path) -> list[dict[str, Any]]:
+    path = out / RESULTS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill mid-write: that cell is recomputed
+    return records
+
+
+def _images(dataset: Any, n: int, shape: tuple[int, ...]) -> torch.Tensor:
+    if len(dataset) < n:
+        raise ValueError(f"n_images: the dataset split has only {len(dataset)} images, asked for {n}")
+    items = [dataset[i] for i in range(n)]
+    x = torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"dataset: images of shape {tuple(x.shape[1:])} do not fit the prior's data_shape {shape}")
+    return x
+
+
+def _noise_generator(seed: int, op_text: str, index: int) -> torch.Generator:
+    """The same noise for a given (operator, image) whatever the method or the order of the cells."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(op_text.encode()) * 1009 + index)
+
+
+def _cell(out: Path, model: Any, op_spec: OperatorSpec, method: str, index: int, x: torch.Tensor,
+          config: dict[str, Any], options: dict[str, Any], device: str) -> dict[str, Any]:
+    from .metrics import psnr, snr, ssim
+    from .solvers import solve
+
+    op = op_spec.build(model.data_shape, config["seed"]).to(device)
+    x = x.unsqueeze(0).to(device=device, dtype=model.dtype)
+    with torch.no_grad():
+        y, sigma = add_noise(op(x), snr_db=config["snr_db"], generator=_noise_generator(config["seed"], op_spec.text, index))
+    result = solve(op, model, y, method, generator=torch.Generator().manual_seed(config["seed"] + index), **_with_sigma(method, options, sigma))
+    x_hat = result.x_hat.detach()
+    if index == 0:
+        _save_example(out, op_spec, method, x_hat[0])
+        with torch.no_grad():
+            _save_example(out, op_spec, "A+y", op.pinv(y)[0])
+    return {
+        "operator": op_spec.text, "method": method, "image": index,
+        "snr": float(snr(x, x_hat)[0]), "psnr": float(psnr(x, x_hat)[0]), "ssim": float(ssim(x, x_hat)[0]),
+        "seconds": result.seconds,
+    }
+
+
+def _save_example(out: Path, op_spec: OperatorSpec, name: str, image: torch.Tensor) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, image.detach().cpu().float().numpy())
+    (out / "examples").mkdir(exist_ok=True)
+    atomic_write(out / "examples" / f"{_slug(op_spec.text)}__{name}.npy", buffer.getvalue())
+
+
+def _load_example(out: Path, op_spec: OperatorSpec, name: str) -> torch.Tensor:
+    return torch.from_numpy(np.load(out / "examples" / f"{_slug(op_spec.text)}__{name}.npy"))
+
+
+def _with_sigma(method: str, options: dict[str, Any], sigma: torch.Tensor) -> dict[str, Any]:
+    """Pass the known noise level to methods whose options take ``sigma`` (unless the user set it)."""
+    from .solvers.base import METHODS
+
+    if "sigma" in METHODS[method].Options.model_fields and "sigma" not in options:
+        return dict(options, sigma=float(sigma[0]))
+    return dict(options)
+
+
+def _slug(text: str) -> str:
+    return text.replace(":", "-").replace(".", "p")
+
+
+def summarise(records: list[dict[str, Any]], operators: list[str], methods: list[str]) -> dict[str, Any]:
+    """Mean and standard deviation of each metric per (operator, method)."""
+    table: dict[str, dict[str, dict[str, tuple[float, float, int]]]] = {}
+    for metric in ("snr", "ssim", "psnr", "seconds"):
+        table[metric] = {}
+        for op_text in operators:
+            row = {}
+            for method in methods:
+                values = [r[metric] for r in records if r["operator"] == op_text and r["method"] == method]
+                if values:
+                    row[method] = (float(np.mean(values)), float(np.std(values)), len(values))
+            table[metric][op_text] = row
+    return table
+
+
+def markdown_table(summary: dict[str, Any], metric: str, methods: list[str], digits: int = 2) -> str:
+    """Rows operator, columns method, cells ``mean ± std`` of ``metric``."""
+    lines = ["| operator | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for op_text, row in summary[metric].items():
+        cells = [f"{row[m][0]:.{digits}f} ± {row[m][1]:.{digits}f}" if m in row else "–" for m in methods]
+        lines.append(f"| {op_text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tables_markdown(summary: dict[str, Any], methods: list[str], info: dict[str, Any], config: dict[str, Any]) -> str:
+    """The three tables (SNR dB, SSIM, seconds per image) with the run's provenance."""
+    head = (
+        f"- date: {info['date']}\n- machine: {info['machine']}\n- torch: {info['torch']}\n"
+        f"- command: `{info['command']}`\n- seed: {info['seed']}\n"
+        f"- prior: {config['prior']}; data: {config['dataset']}/{config['split']}, {config['n_images']} images; "
+        f"noise: {config['snr_db']} dB SNR\n"
+    )
+    return (
+        head
+        + "\n**SNR (dB), mean ± std over images**\n\n" + markdown_table(summary, "snr", methods)
+        + "\n\n**SSIM, mean ± std**\n\n" + markdown_table(summary, "ssim", methods, digits=3)
+        + "\n\n**Seconds per image, mean ± std**\n\n" + markdown_table(summary, "seconds", methods)
+        + "\n"
+    )
+
+
+def _write_outputs(out: Path, records: list[dict[str, Any]], summary: dict[str, Any], info: dict[str, Any],
+                   config: dict[str, Any], images: torch.Tensor, op_specs: list[OperatorSpec], methods: list[str]) -> None:
+    text = tables_markdown(summary, methods, info, config)
+    atomic_write(out / "tables.md", text.encode())
+    buffer = io.StringIO()
+    buffer.write("".join(f"# {k}: {v}\n" for k, v in info.items()))
+    writer = csv.DictWriter(buffer, fieldnames=["operator", "method", "image", "snr", "psnr", "ssim", "seconds"])
+    writer.writeheader()
+    writer.writerows(sorted(records, key=lambda r: (r["operator"], r["method"], r["image"])))
+    atomic_write(out / "results.csv", buffer.getvalue().encode())
+    _figure(out, images[0], op_specs, methods, config, info)
+
+
+def _figure(out: Path, x: torch.Tensor, op_specs: list[OperatorSpec], methods: list[str],
+            config: dict[str, Any], info: dict[str, Any]) -> None:
+    from .plots import image_grid
+
+    rows = [[x, *(_load_example(out, o, name) for name in ["A+y", *methods])] for o in op_specs]
+    title = f"{config['prior']} · {config['snr_db']} dB SNR · {info['date']}"
+    image_grid(rows, [o.text for o in op_specs], ["truth", "A⁺y", *methods], out / "examples.png", title=title)
+
+
+def _machine() -> str:
+    import os
+
+    return f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, {platform.system()})"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

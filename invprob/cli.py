@@ -1,0 +1,174 @@
+"""The ``invprob`` command line (also ``python -m invprob``).
+
+Errors are printed as one line (``invprob: error: ...``) with a non-zero exit code; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_ERROR = 1
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from .bench import markdown_table, parse_option, run
+
+    options: dict[str, dict[str, Any]] = {}
+    for text in args.opt:
+        method, key, value = parse_option(text)
+        options.setdefault(method, {})[key] = value
+    summary = run(
+        args.out, prior=args.prior, dataset=args.dataset, split=args.split, n_images=args.n_images,
+        operators=args.operators, methods=args.methods, method_options=options, snr_db=args.snr,
+        seed=args.seed, device=args.device, force=args.force, progress=not args.quiet,
+        command=_command_line(),
+    )
+    methods = [m.strip() for m in args.methods.split(",")]
+    print(markdown_table(summary, "snr", methods))
+    print(f"\nTables, CSV and figure written to {Path(args.out).resolve()}")
+
+
+def _priors(args: argparse.Namespace) -> None:
+    from .priors.pretrained import describe_prior, list_priors
+
+    if args.name:
+        entry = describe_prior(args.name)
+        print(entry.pop("model_card") or json.dumps(entry, indent=2))
+        return
+    shipped = list_priors()
+    if not shipped:
+        print("no shipped priors are installed")
+    for name, description in shipped.items():
+        print(f"{name:20s} {description}")
+
+
+def _solve(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from .bench import parse_operators
+    from .data import read_image, write_image
+    from .operators import add_noise
+    from .priors.pretrained import load_prior
+    from .solvers import solve
+
+    prior = load_prior(args.prior, device=args.device)
+    (op_spec,) = parse_operators(args.operator)
+    op = op_spec.build(prior.data_shape, args.seed).to(args.device)
+    options = {}
+    for text in args.opt:
+        key, sep, raw = text.partition("=")
+        if not sep:
+            raise ValueError(f"--opt: expected key=value, got {text!r}")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    truth = None
+    if args.measurement:
+        y = torch.from_numpy(np.load(args.measurement)).to(device=args.device, dtype=prior.dtype)
+    else:
+        truth = read_image(args.image, prior.data_shape).to(device=args.device, dtype=prior.dtype)
+        with torch.no_grad():
+            y, sigma = add_noise(op(truth.unsqueeze(0)), snr_db=args.snr, generator=torch.Generator().manual_seed(args.seed))
+        y = y[0]
+    result = solve(op, prior, y, args.method, generator=torch.Generator().manual_seed(args.seed), **options)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {"x_hat": result.x_hat.detach().cpu().numpy()}
+    for key in ("mean", "std"):
+        value = getattr(result, key)
+        if value is not None:
+            arrays[key] = value.detach().cpu().numpy()
+    np.savez(out / "reconstruction.npz", **arrays)
+    write_image(out / "reconstruction.png", result.x_hat)
+    line = f"{args.method}: {result.seconds:.2f} s"
+    if truth is not None:
+        from .metrics import snr
+
+        line += f", SNR {float(snr(truth.unsqueeze(0), result.x_hat.unsqueeze(0))[0]):.2f} dB"
+    print(line)
+    print(f"wrote {out / 'reconstruction.npz'} and {out / 'reconstruction.png'}")
+
+
+def _command_line() -> str:
+    return "invprob " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``invprob`` command."""
+    parser = argparse.ArgumentParser(prog="invprob", description="Imaging inverse problems with generative priors.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("bench", help="benchmark methods across operators", description=(
+        "Run every method on every operator over the same test images with the same noise; results are "
+        "appended as they are computed, so re-running the same command resumes an interrupted run."))
+    p.add_argument("--out", default="runs/bench", help="output directory (default: runs/bench)")
+    p.add_argument("--prior", default="trumpet-digits", help="shipped prior name or checkpoint directory")
+    p.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
+    p.add_argument("--split", default="test", help="dataset split (default: test)")
+    p.add_argument("--n-images", type=int, default=10, help="number of test images (default: 10)")
+    p.add_argument("--operators", default="gauss:250,randmask:0.15,sr:4,block:12",
+                   help="operator spec: comma-separated kind[:param] with kinds gauss, randmask, sr, block, ct")
+    p.add_argument("--methods", default="pinv,tv,csgm,dip,iflow,iflow-l", help="comma-separated method names")
+    p.add_argument("--opt", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method option, e.g. csgm.restarts=3 (repeatable; VALUE read as JSON)")
+    p.add_argument("--snr", type=float, default=30.0, help="measurement SNR in dB (default: 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed of operators, noise and methods (default: 0)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--force", action="store_true", help="discard results of another configuration in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_bench)
+
+    p = sub.add_parser("priors", help="list or describe the shipped priors",
+                       description="List the shipped pretrained priors, or print one model card.")
+    p.add_argument("name", nargs="?", help="a shipped prior to describe")
+    p.set_defaults(handler=_priors)
+
+    p = sub.add_parser("solve", help="reconstruct one image", description=(
+        "Reconstruct an image: either simulate measurements of --image with --operator at --snr dB, "
+        "or reconstruct a given measurement --measurement (.npy of the operator's output shape)."))
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", help="ground-truth image (PNG/JPEG or .npy) to measure and reconstruct")
+    source.add_argument("--measurement", help=".npy file holding the measurement y")
+    p.add_argument("--prior", default="trumpet-digits", help="shipped prior name or checkpoint directory")
+    p.add_argument("--operator", default="gauss:250", help="one operator spec, e.g. gauss:250 or sr:4")
+    p.add_argument("--method", default="iflow-l", help="reconstruction method (default: iflow-l)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
+    p.add_argument("--snr", type=float, default=30.0, help="SNR in dB of simulated noise (default: 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--out", default="runs/solve", help="output directory (default: runs/solve)")
+    p.set_defaults(handler=_solve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], None] = args.handler
+    try:
+        handler(args)
+    except KeyboardInterrupt:
+        print("invprob: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one clear line for users; --debug for developers
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"invprob: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
