@@ -105,9 +105,11 @@ class ParallelGeometry:
         Mapping: scikit-image rotates about index ``P // 2`` of a square image of size ``P`` and
         returns ``(P, n_angles)`` with bin ``i`` at ``s = i - P // 2``, angles in degrees with the
         same origin and orientation as here. So the image is zero-padded to
-        ``P = max(N, D)`` keeping its centre pixel at ``P // 2``, projected with
-        ``circle=True`` (exact when ``image`` vanishes outside its inscribed circle), transposed,
-        and bins ``s_j`` are picked out.
+        ``max(N, D)`` keeping its centre pixel at index ``max(N, D) // 2``, projected with
+        ``circle=False`` (scikit-image pads further to the diagonal, keeping that centre), the
+        result is transposed and the bins ``s_j`` are picked out. The two agree to rounding
+        error for images that vanish in the outermost pixels of the corners, which
+        scikit-image's diagonal padding leaves partly unsampled.
         """
         from skimage.transform import radon
 
@@ -117,8 +119,8 @@ class ParallelGeometry:
         p = max(self.size, self.n_detectors)
         before = p // 2 - self.centre
         padded = np.pad(image, ((before, p - self.size - before),) * 2)
-        sino = radon(padded, theta=np.asarray(self.angles), circle=True).T
-        first = p // 2 - self.n_detectors // 2
+        sino = radon(padded, theta=np.asarray(self.angles), circle=False).T
+        first = sino.shape[1] // 2 - self.n_detectors // 2
         return sino[:, first : first + self.n_detectors]
 
     def astra_geometries(self) -> tuple[dict, dict]:
@@ -499,7 +501,7 @@ class TorchRadonBackend(RadonBackend):
     def __init__(self, geom: ParallelGeometry) -> None:
         super().__init__(geom)
         module = import_torch_radon()
-        angles = np.deg2rad(np.asarray(geom.angles, dtype=np.float64)).astype(np.float32)
+        angles = np.deg2rad(np.asarray(geom.angles, dtype=np.float64))
         self.radon = module.Radon(geom.size, angles, det_count=geom.n_detectors)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
