@@ -109,3 +109,15 @@ def test_flatten_state_round_trip():
     assert back["param_groups"] == state["param_groups"]
     torch.testing.assert_close(back["state"][0]["exp_avg"], torch.ones(2))
     assert list(back["state"]) == [0]
+
+
+def test_pass_step_gives_the_loss_the_step_index_across_a_resume(tmp_path):
+    seen = []
+
+    def scheduled(model, batch, generator, step):
+        seen.append(step)
+        return _loss(model, batch, generator)
+
+    fit(_model(), scheduled, _data(), tmp_path, pass_step=True, stop_after=4, **{**OPTS, "steps": 8})
+    fit(_model(), scheduled, _data(), tmp_path, pass_step=True, resume=True, **{**OPTS, "steps": 8})
+    assert seen == list(range(8))

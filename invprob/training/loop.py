@@ -66,6 +66,7 @@ def fit(
     validate: ValidateFn | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    pass_step: bool = False,
     **options: Any,
 ) -> dict[str, list]:
     """Train ``model`` in place and return its history (``step``, ``loss``, metrics, ``val``).
@@ -73,7 +74,10 @@ def fit(
     ``params`` restricts the optimised parameters (default: all that require grad). ``validate``
     is called every ``validate_every`` steps and at the end, under ``torch.no_grad``.
     ``stop_after`` ends the call after that many steps *of this call* (used to simulate a kill in
-    tests, or to train in slices). See :class:`FitOptions` for the other options.
+    tests, or to train in slices). With ``pass_step`` the loss is called as
+    ``loss_fn(model, batch, generator, step)``, ``step`` the 0-based index of the optimizer step
+    being taken, for schedules such as increasing penalty weights (it survives resumption like
+    everything else). See :class:`FitOptions` for the other options.
 
     Raises ``FileExistsError`` when ``out_dir`` already holds a checkpoint of this phase and
     ``resume`` is False, and :class:`TrainingDiverged` when the loss becomes NaN or Inf.
@@ -99,7 +103,7 @@ def fit(
     while step < last:
         batch = _batch(dataset, opts, step)
         generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + step)
-        loss, metrics = loss_fn(model, batch, generator)
+        loss, metrics = loss_fn(model, batch, generator, step) if pass_step else loss_fn(model, batch, generator)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"{opts.phase}: loss became {float(loss)} at step {step}; try a smaller lr or stronger clip_grad"
