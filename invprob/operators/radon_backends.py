@@ -16,8 +16,9 @@ Geometry (:class:`ParallelGeometry`), the conventions every back-end follows
 Discretisation: the line integral ``p(theta, s) = int f(s e_theta + t e_theta^perp) dt`` is the
 sum of bilinear interpolates of the image at unit steps ``t = -T, ..., T`` (``T`` reaches the
 farthest corner), the image being zero outside its pixels. This is a linear map ``y = A x`` with
-at most four non-zeros per sample; every back-end computes this ``A`` (or, for astra and
-torch-radon, their own discretisation of the same geometry) and its exact transpose.
+at most four non-zeros per sample. ``"matrix"`` stores ``A`` and ``A^T``; ``"grid"`` computes the
+same ``A`` matrix-free; ``"astra"`` uses astra's ``linear`` (Joseph) discretisation of the same
+geometry (within 1% on smooth images); ``"torch-radon"`` wraps that package's own projector.
 """
 
 from __future__ import annotations
@@ -492,8 +493,12 @@ class TorchRadonBackend(RadonBackend):
     """``"torch-radon"``: torch-radon's ``Radon(resolution, angles, det_count)`` (radians).
 
     Its ``forward`` is the projection and its ``backprojection`` the transpose; the operator's
-    autograd uses that back-projection. Images and sinograms keep torch-radon's own
-    discretisation and the ``(n_angles, det_count)`` layout shared with this module.
+    autograd uses that back-projection. Angles (converted to radians) and ``det_count`` are passed
+    straight through and sinograms keep the ``(n_angles, det_count)`` layout shared with this
+    module; torch-radon's own discretisation, angle origin and rotation centre are kept as they
+    are. The adapter is tested against a stand-in with the same API; whether the real package's
+    conventions coincide with this module's could not be checked here (it needs CUDA), so compare
+    its sinograms with ``backend="matrix"`` once before mixing the two.
     """
 
     name = "torch-radon"
