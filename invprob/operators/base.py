@@ -149,18 +149,20 @@ def cgls(op: LinearOperator, y: torch.Tensor, *, tol: float = 1e-6, max_iter: in
     gamma = _batch_dot(s, s)
     threshold = (tol**2) * gamma
     for _ in range(max_iter):
-        if bool((gamma <= threshold).all()):
+        active = gamma > threshold  # converged samples are frozen, so a batch equals its singles
+        if not bool(active.any()):
             break
         q = op.forward(p)
         qq = _batch_dot(q, q)
-        alpha = torch.where(qq > 0, gamma / qq.clamp_min(torch.finfo(qq.dtype).tiny), torch.zeros_like(qq))
+        tiny = torch.finfo(qq.dtype).tiny
+        alpha = torch.where(active & (qq > 0), gamma / qq.clamp_min(tiny), torch.zeros_like(qq))
         x = x + alpha.view(shape) * p
         r = r - alpha.view((-1,) + (1,) * len(op.out_shape)) * q
         s = op.adjoint(r)
         gamma_new = _batch_dot(s, s)
-        beta = torch.where(gamma > 0, gamma_new / gamma.clamp_min(torch.finfo(gamma.dtype).tiny), torch.zeros_like(gamma))
-        p = s + beta.view(shape) * p
-        gamma = gamma_new
+        beta = torch.where(active & (gamma > 0), gamma_new / gamma.clamp_min(tiny), torch.zeros_like(gamma))
+        p = torch.where(active.view(shape), s + beta.view(shape) * p, p)
+        gamma = torch.where(active, gamma_new, gamma)
     return x
 
 
