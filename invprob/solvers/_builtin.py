@@ -1,3 +1,4 @@
 """Importing this module registers every built-in method."""
 
 from . import baselines  # noqa: F401
+from . import csgm, dip, iflow  # noqa: F401

@@ -1,0 +1,84 @@
+"""Pieces shared by the iterative solvers: options, optimizers, data fit, history, progress bars.
+
+Conventions every iterative method follows:
+
+- ``history["data_fit"]`` is the squared residual ``||y - A x||_2^2`` and ``history["loss"]`` the
+  method's objective, each averaged over the batch, one value per iteration;
+- ``callback(iteration, x, info)`` is called after each iteration with the current estimate and
+  ``info`` (``loss``, ``data_fit``, ...); returning ``True`` stops the run early;
+- all per-sample quantities are computed per batch element and the objective is the *sum* over the
+  batch, so elementwise optimizers (Adam, plain gradient steps) solve each element independently
+  and a batch gives the same answer as its elements solved one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from ..operators.base import Operator
+from .base import Callback, SolverDiverged, SolverOptions
+
+OptimizerName = Literal["adam", "gd"]
+
+
+class LoopOptions(SolverOptions):
+    """Options common to the iterative methods."""
+
+    iterations: int = Field(1000, ge=1, le=1_000_000, description="number of iterations")
+    progress: bool | None = Field(
+        None, description="progress bar: True always, False never, None only on an interactive terminal"
+    )
+
+
+class IterativeOptions(LoopOptions):
+    """Options common to the methods driven by a torch optimizer."""
+
+    optimizer: OptimizerName = Field("adam", description="'adam' (torch.optim.Adam) or 'gd' (plain gradient steps)")
+
+
+def make_optimizer(name: OptimizerName, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """Adam, or plain gradient descent ``x <- x - lr * grad`` (SGD without momentum)."""
+    params = list(params)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr)
+
+
+def squared_residual(op: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``||y_b - A x_b||_2^2`` for each batch element, shape ``(B,)``."""
+    return (op(x) - y).flatten(1).pow(2).sum(1)
+
+
+def check_iterate(x: torch.Tensor, iteration: int, method: str) -> None:
+    """Raise :class:`SolverDiverged` if an optimizer step produced NaN or Inf."""
+    if not bool(torch.isfinite(x).all()):
+        raise SolverDiverged(
+            f"{method}: the iterate became non-finite at iteration {iteration}; try a smaller step size (lr)"
+        )
+
+
+def progress_bar(total: int, method: str, enabled: bool | None) -> tqdm:
+    """A tqdm bar over ``total`` steps; ``enabled=None`` shows it only on a terminal."""
+    return tqdm(total=total, desc=method, disable=None if enabled is None else not enabled, leave=False)
+
+
+def record(history: dict[str, list[float]], **values: torch.Tensor) -> dict[str, float]:
+    """Append the batch mean of each per-sample value to ``history``; return them as floats."""
+    info = {key: float(value.detach().mean()) for key, value in values.items()}
+    for key, value in info.items():
+        history.setdefault(key, []).append(value)
+    return info
+
+
+def notify(callback: Callback | None, iteration: int, x: torch.Tensor, info: dict[str, float]) -> bool:
+    """Call the user's callback; return True when it asks to stop."""
+    return callback is not None and callback(iteration, x.detach(), info) is True
+
+
+NoiseLevel = Annotated[float, Field(gt=0, allow_inf_nan=False)] | list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None
+"""A noise standard deviation: one for the whole batch, or one per batch element."""

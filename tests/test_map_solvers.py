@@ -1,0 +1,269 @@
+"""MAP solvers: iflow, iflow-l, csgm, dip, tv on problems built to be solvable."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from skimage.restoration import denoise_tv_chambolle
+from solver_problems import SHAPE, linear_problem, rel_error, seeded
+
+from invprob.operators import Identity, RandomMask, from_callable
+from invprob.solvers import SolverDiverged, solve
+from invprob.solvers.baselines import divergence, image_gradient, total_variation, tv_prox
+from invprob.solvers.dip import Hourglass
+
+QUIET = dict(progress=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These problems are tiny: intra-op threads only add synchronisation cost (large on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- iFlow / iFlow-L (Algorithm 1)
+
+
+@pytest.mark.parametrize("optimizer, lr, iterations, tol", [("adam", 1e-2, 1000, 1e-3), ("gd", 0.5, 200, 1e-5)])
+def test_iflow_recovers_x_on_the_range(optimizer, lr, iterations, tol):
+    p = linear_problem(dtype=torch.float64)
+    result = solve(p.op, p.prior, p.y, "iflow", optimizer=optimizer, lr=lr, iterations=iterations, **QUIET)
+    assert rel_error(result.x_hat, p.x) < tol
+    assert len(result.history["loss"]) == iterations and len(result.history["data_fit"]) == iterations
+    assert result.history["data_fit"][-1] < 1e-3 * result.history["data_fit"][0]
+
+
+def test_iflow_iterates_stay_on_the_range():
+    p = linear_problem()
+    start = p.op.pinv(p.y)
+    assert _range_gap(p.prior, start).min() > 0.1, "A^+ y is off the range, so staying on it is not trivial"
+    seen = []
+    result = solve(p.op, p.prior, p.y, "iflow", iterations=20, callback=lambda i, v, info: seen.append(v), **QUIET)
+    assert len(seen) == 20
+    for v in seen + [result.x_hat]:
+        assert _range_gap(p.prior, v).max() < 1e-5
+
+
+def _range_gap(prior, v):
+    return (prior.project(v) - v).flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1)
+
+
+def test_iflow_l_reaches_the_exact_posterior_mode():
+    """With lam = 1 and the true sigma, eq. 7 is sigma^2 times the negative log posterior."""
+    sigma = 0.1
+    p = linear_problem(dtype=torch.float64, sigma=sigma)
+    exact = p.prior.exact_posterior(p.op, p.y, sigma).mean
+    result = solve(p.op, p.prior, p.y, "iflow-l", optimizer="gd", lr=0.5, iterations=300, lam=1.0, sigma=sigma, **QUIET)
+    assert rel_error(result.x_hat, exact) < 1e-6
+    plain = solve(p.op, p.prior, p.y, "iflow", optimizer="gd", lr=0.5, iterations=300, **QUIET)
+    assert rel_error(plain.x_hat, exact) > 1e-3, "the prior term must change the answer"
+
+
+def test_iflow_l_weight_without_sigma_is_lam():
+    sigma = 0.1
+    p = linear_problem(dtype=torch.float64, sigma=sigma)
+    common = dict(optimizer="gd", lr=0.5, iterations=100, **QUIET)
+    with_sigma = solve(p.op, p.prior, p.y, "iflow-l", lam=2.0, sigma=sigma, **common)
+    folded = solve(p.op, p.prior, p.y, "iflow-l", lam=2.0 * sigma**2, **common)
+    torch.testing.assert_close(with_sigma.x_hat, folded.x_hat)
+
+
+def test_iflow_l_per_sample_sigma_matches_singles():
+    p = linear_problem(dtype=torch.float64, sigma=0.1)
+    sigmas = [0.1, 0.3]
+    common = dict(optimizer="gd", lr=0.5, iterations=50, lam=1.0, **QUIET)
+    batch = solve(p.op, p.prior, p.y, "iflow-l", sigma=sigmas, **common)
+    for i in range(2):
+        single = solve(p.op, p.prior, p.y[i], "iflow-l", sigma=sigmas[i], **common)
+        torch.testing.assert_close(batch.x_hat[i], single.x_hat)
+
+
+def test_callback_can_stop_early_and_x_init_is_used():
+    p = linear_problem(dtype=torch.float64)
+    result = solve(p.op, p.prior, p.y, "iflow", iterations=50, callback=lambda i, v, info: i == 4, **QUIET)
+    assert len(result.history["loss"]) == 5
+    start = solve(p.op, p.prior, p.y, "iflow", x_init=p.x, iterations=1, lr=1e-12, **QUIET)
+    assert rel_error(start.x_hat, p.x) < 1e-9
+
+
+def test_iflow_without_final_projection_returns_the_raw_iterate():
+    p = linear_problem(dtype=torch.float64)
+    result = solve(p.op, p.prior, p.y, "iflow", iterations=1, lr=1e-12, final_projection=False, **QUIET)
+    torch.testing.assert_close(result.x_hat, p.op.pinv(p.y))
+
+
+def test_divergence_is_reported_with_the_iteration():
+    p = linear_problem()
+    with pytest.raises(SolverDiverged, match=r"iteration \d+.*smaller step"):
+        solve(p.op, p.prior, p.y, "iflow", optimizer="gd", lr=1e6, iterations=200, **QUIET)
+
+
+# ---------------------------------------------------------------- CSGM
+
+
+def test_csgm_recovers_x():
+    p = linear_problem()
+    result = solve(p.op, p.prior, p.y, "csgm", lr=0.05, iterations=300, restarts=3, generator=seeded(), **QUIET)
+    assert rel_error(result.x_hat, p.x) < 1e-3
+
+
+def test_csgm_keeps_the_restart_with_the_best_data_fit():
+    p = linear_problem()
+    result = solve(p.op, p.prior, p.y, "csgm", lr=0.05, iterations=5, restarts=6, generator=seeded(), **QUIET)
+    fits = result.extras["restart_data_fit"]
+    assert fits.shape == (2, 6)
+    assert fits.std(1).min() > 0, "restarts must differ for the choice to matter"
+    torch.testing.assert_close(result.extras["best_restart"], fits.argmin(1))
+    achieved = (p.op(result.x_hat) - p.y).flatten(1).pow(2).sum(1)
+    torch.testing.assert_close(achieved, fits.min(1).values)
+    torch.testing.assert_close(result.x_hat, p.prior.decode(result.extras["latent"]))
+
+
+def test_csgm_x_init_seeds_the_first_restart():
+    p = linear_problem()
+    result = solve(p.op, p.prior, p.y, "csgm", x_init=p.x, lr=1e-6, iterations=1, restarts=4, generator=seeded(), **QUIET)
+    assert result.extras["best_restart"].tolist() == [0, 0]
+
+
+def test_csgm_regularisation_shrinks_the_latent():
+    p = linear_problem()
+    common = dict(lr=0.05, iterations=300, restarts=2, generator=seeded(), **QUIET)
+    free = solve(p.op, p.prior, p.y, "csgm", **common).extras["latent"].norm()
+    shrunk = solve(p.op, p.prior, p.y, "csgm", lam=1.0, **dict(common, generator=seeded())).extras["latent"].norm()
+    assert shrunk < 0.9 * free
+
+
+# ---------------------------------------------------------------- Deep Image Prior
+
+
+def _piecewise_image(batch=2, size=8):
+    x = torch.zeros(batch, 1, size, size)
+    x[:, :, 2:6, 2:6] = 1.0
+    x[1:, :, 0:3, 4:8] += 0.5
+    return x
+
+
+def test_dip_hourglass_fits_a_well_posed_problem():
+    x = _piecewise_image()
+    op = Identity(SHAPE)
+    result = solve(op, None, x, "dip", iterations=150, channels=8, generator=seeded(), **QUIET)
+    assert rel_error(result.x_hat, x) < 0.05
+    assert result.extras["iterations"].tolist() == [150, 150]
+
+
+def test_dip_stops_at_the_noise_level():
+    x = _piecewise_image()
+    sigma = 0.1
+    y = x + sigma * torch.randn(x.shape, generator=seeded(1))
+    op = Identity(SHAPE)
+    result = solve(op, None, y, "dip", iterations=400, channels=8, stop_at_noise=True, sigma=sigma, generator=seeded(), **QUIET)
+    steps = result.extras["iterations"]
+    assert (steps < 400).all()
+    fit = (result.x_hat - y).flatten(1).pow(2).sum(1)
+    assert (fit <= 64 * sigma**2).all()
+
+
+def test_dip_on_the_priors_decoder_leaves_the_prior_untouched():
+    p = linear_problem()
+    before = copy.deepcopy(p.prior.state_dict())
+    op = Identity(SHAPE)
+    result = solve(op, p.prior, p.x, "dip", network="prior", lr=0.05, iterations=300, generator=seeded(), **QUIET)
+    assert rel_error(result.x_hat, p.x) < 0.02
+    for key, value in p.prior.state_dict().items():
+        assert torch.equal(value, before[key])
+    assert not p.prior.W.requires_grad
+
+
+def test_dip_rejects_unusable_inputs():
+    x = _piecewise_image()
+    op = Identity(SHAPE)
+    with pytest.raises(ValueError, match="x_init"):
+        solve(op, None, x, "dip", x_init=x, **QUIET)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        solve(Identity((16,)), None, torch.zeros(16), "dip", **QUIET)
+    with pytest.raises(TypeError, match="needs an invprob Prior"):
+        solve(op, None, x, "dip", network="prior", **QUIET)
+
+
+def test_hourglass_handles_odd_sizes_and_is_seeded():
+    a = Hourglass((2, 7, 9), 4, 5, 2, 3, seeded(3))
+    b = Hourglass((2, 7, 9), 4, 5, 2, 3, seeded(3))
+    z = torch.rand(1, 3, 7, 9)
+    assert a(z).shape == (1, 2, 7, 9)
+    torch.testing.assert_close(a(z), b(z))
+
+
+# ---------------------------------------------------------------- TV (FISTA)
+
+
+def test_tv_prox_matches_scikit_image():
+    f = torch.rand(1, 1, 12, 12, generator=seeded(), dtype=torch.float64)
+    ours, _ = tv_prox(f, 0.1, 1000)
+    reference = denoise_tv_chambolle(f[0, 0].numpy(), weight=0.1, eps=1e-12, max_num_iter=1000)
+    np.testing.assert_allclose(ours[0, 0].numpy(), reference, atol=1e-6)
+
+
+def test_gradient_and_divergence_are_negative_adjoints():
+    u = torch.randn(2, 1, 5, 6, dtype=torch.float64)
+    p = torch.randn(2, 2, 1, 5, 6, dtype=torch.float64)
+    assert float((image_gradient(u) * p).sum()) == pytest.approx(-float((u * divergence(p)).sum()), rel=1e-12)
+
+
+def test_tv_denoises_a_piecewise_constant_image():
+    x = _piecewise_image(size=16)
+    op = Identity((1, 16, 16))
+    y = x + 0.1 * torch.randn(x.shape, generator=seeded())
+    result = solve(op, None, y, "tv", lam=0.1, iterations=100, **QUIET)
+    assert rel_error(result.x_hat, x) < 0.5 * rel_error(y, x)
+    assert result.history["loss"][-1] <= result.history["loss"][0]
+
+
+def test_tv_inpaints_missing_pixels_inside_flat_regions():
+    x = torch.ones(1, 1, 16, 16)
+    x[..., 8:, :] = 2.0
+    op = RandomMask((1, 16, 16), p=0.2, seed=3)
+    result = solve(op, None, op(x), "tv", lam=1e-2, iterations=300, **QUIET)
+    assert rel_error(result.x_hat, x) < 0.05
+    assert float(total_variation(result.x_hat)) == pytest.approx(float(total_variation(x)), rel=0.1)
+
+
+def test_tv_needs_a_step_for_a_nonlinear_operator():
+    op = from_callable(lambda t: t**3, (1, 4, 4), pinv=lambda t: t.sign() * t.abs() ** (1 / 3))
+    y = torch.rand(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="step"):
+        solve(op, None, y, "tv", **QUIET)
+    result = solve(op, None, y, "tv", step=0.05, lam=0.0, iterations=5, **QUIET)
+    torch.testing.assert_close(result.x_hat, op.pinv(y), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- shared properties
+
+FAST = {
+    "iflow": dict(iterations=30),
+    "iflow-l": dict(iterations=30, lam=0.5, sigma=0.1),
+    "csgm": dict(iterations=20, restarts=3, lr=0.05),
+    "dip": dict(iterations=10, channels=4, input_channels=4),
+    "tv": dict(iterations=10, lam=0.05),
+}
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_batch_equals_singles(method):
+    p = linear_problem(batch=3, sigma=0.05)
+    batch = solve(p.op, p.prior, p.y, method, generator=seeded(7), **FAST[method], **QUIET)
+    assert batch.x_hat.shape == (3, *SHAPE)
+    for i in range(3):
+        single = solve(p.op, p.prior, p.y[i], method, generator=seeded(7), **FAST[method], **QUIET)
+        torch.testing.assert_close(single.x_hat, batch.x_hat[i], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["csgm", "dip"])
+def test_seeded_runs_repeat_and_seeds_matter(method):
+    p = linear_problem(sigma=0.05)
+    run = lambda seed: solve(p.op, p.prior, p.y, method, generator=seeded(seed), **FAST[method], **QUIET).x_hat
+    assert torch.equal(run(1), run(1))
+    assert not torch.allclose(run(1), run(2))
