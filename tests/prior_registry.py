@@ -32,3 +32,12 @@ def build(name: str) -> Prior:
     """A fresh instance of the registered prior ``name`` (float64, eval mode, seeded)."""
     torch.manual_seed(0)
     return PRIOR_FACTORIES[name]().double().eval()
+
+
+@register("relaxed_flow")
+def _relaxed_flow() -> Prior:
+    from invprob.priors import RelaxedInjectiveFlow
+
+    prior = RelaxedInjectiveFlow((1, 8, 8), 3, channels=(4, 8), refine_steps=10)
+    prior.fit_latent_density(torch.randn(64, 3, generator=torch.Generator().manual_seed(0)), "gmm", n_components=2)
+    return prior

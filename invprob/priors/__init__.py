@@ -8,3 +8,7 @@ __all__ = ["PRIOR_CLASSES", "Prior", "load_prior_file", "save_prior"]
 from .linear_gaussian import GaussianPosterior, LinearGaussianPrior
 
 __all__ += ["GaussianPosterior", "LinearGaussianPrior"]
+
+from .relaxed import RelaxedInjectiveFlow
+
+__all__ += ["RelaxedInjectiveFlow"]

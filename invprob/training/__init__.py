@@ -4,3 +4,7 @@ from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_che
 from .loop import FitOptions, TrainingDiverged, fit
 
 __all__ = ["CheckpointError", "FitOptions", "TrainingDiverged", "atomic_write", "fit", "load_checkpoint", "save_checkpoint"]
+
+from .relaxed import train_relaxed_flow
+
+__all__ += ["train_relaxed_flow"]
