@@ -1,0 +1,302 @@
+"""MCMC posterior samplers in the prior's latent space: Langevin (ULA / MALA) and PL-MCMC.
+
+Both target the latent posterior
+
+    log pi(z) = log p_Z(z) - ||A f(z) - y||^2 / (2 sigma^2) + const,
+
+so that ``x = f(z)`` is distributed as ``p(x | y)`` for the prior's generator ``f`` (the latent
+MCMC baselines of paper 003 sec. 6; for an injective prior this is paper 000 eq. 8). Chains run
+in parallel as one batch: ``n_chains`` chains per measurement. After ``burn_in`` iterations every
+``thin``-th state is kept until ``n_samples`` states per chain are collected; the posterior mean
+and standard deviation are accumulated on the fly (Welford, :class:`invprob.uq.RunningMoments`),
+so ``keep_samples=False`` gives them without storing the chains.
+
+``Result.samples`` is ``(B, n_chains * n_samples, *shape)``, chain-major: reshape to
+``(B, n_chains, n_samples, *shape)`` to get the chains back. ``extras`` holds
+``acceptance_rate`` ``(B,)`` and ``acceptance_per_chain`` ``(B, n_chains)`` (post burn-in; 1 for
+ULA, which accepts every move) and, when the samples are kept and ``n_samples >= 4``, the
+effective sample size ``ess`` ``(B, *shape)`` of every pixel (:func:`invprob.uq.effective_sample_size`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field, model_validator
+
+from ..operators.base import Operator
+from ..priors.base import Prior
+from ..uq import RunningMoments, effective_sample_size
+from ._posterior import LogDensity, latent_log_posterior, require_latent_density
+from .base import Callback, Result, Solver, SolverDiverged, SolverOptions, register
+
+
+class ChainOptions(SolverOptions):
+    """Options shared by the latent MCMC samplers."""
+
+    sigma: float = Field(gt=0, allow_inf_nan=False, description="noise std of the Gaussian likelihood")
+    n_samples: int = Field(100, ge=1, description="states kept per chain (after burn-in and thinning)")
+    burn_in: int = Field(500, ge=0, description="iterations discarded at the start of every chain")
+    thin: int = Field(1, ge=1, description="keep every thin-th state")
+    n_chains: int = Field(4, ge=1, description="parallel chains per measurement")
+    keep_samples: bool = Field(True, description="return the kept states (False: only mean and std)")
+
+
+@dataclass
+class ChainState:
+    """The current states ``z`` ``(N, d)``, their log-posterior and (Langevin) its gradient."""
+
+    z: torch.Tensor
+    log_p: torch.Tensor
+    grad: torch.Tensor | None = None
+
+
+Kernel = Callable[[ChainState, int], tuple[ChainState, torch.Tensor]]
+
+
+def _noise(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
+
+
+def _uniform(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand((n,), generator=generator, dtype=like.dtype).to(like.device)
+
+
+def _evaluate(target: LogDensity, z: torch.Tensor, with_grad: bool) -> ChainState:
+    """Log-posterior of each row of ``z`` and, if asked, its gradient (autograd through ``f`` and ``A``)."""
+    if not with_grad:
+        with torch.no_grad():
+            return ChainState(z, target(z)[0])
+    z = z.detach().requires_grad_(True)
+    log_p = target(z)[0]
+    (grad,) = torch.autograd.grad(log_p.sum(), z)
+    return ChainState(z.detach(), log_p.detach(), grad.detach())
+
+
+def _replace_rows(accept: torch.Tensor, new: ChainState, old: ChainState) -> ChainState:
+    mask = accept.unsqueeze(1)
+    grad = None if new.grad is None or old.grad is None else torch.where(mask, new.grad, old.grad)
+    return ChainState(torch.where(mask, new.z, old.z), torch.where(accept, new.log_p, old.log_p), grad)
+
+
+def _finite_or_reject(log_ratio: torch.Tensor, proposal: ChainState) -> torch.Tensor:
+    """A proposal whose log-posterior is NaN or Inf is rejected (log acceptance -inf)."""
+    return torch.where(torch.isfinite(proposal.log_p), log_ratio, torch.full_like(log_ratio, -math.inf))
+
+
+class LangevinOptions(ChainOptions):
+    """Options of ``"langevin"``."""
+
+    step_size: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Langevin step eta")
+    adjusted: bool = Field(False, description="Metropolis-adjusted (MALA); False: unadjusted (ULA)")
+    target_acceptance: float | None = Field(
+        None, gt=0, lt=1, description="MALA only: adapt each chain's step during burn-in towards this rate (e.g. 0.57)"
+    )
+
+    @model_validator(mode="after")
+    def _adaptation_needs_mala(self) -> LangevinOptions:
+        if self.target_acceptance is not None and not self.adjusted:
+            raise ValueError("target_acceptance needs adjusted=True (ULA has no acceptance step)")
+        return self
+
+
+class LangevinKernel:
+    """One Langevin step ``z' = z + eta grad log pi(z) + sqrt(2 eta) xi``, ``xi ~ N(0, I)``, for ``n`` chains.
+
+    ULA accepts ``z'``; it is biased by ``O(eta)`` (for a Gaussian target with precision ``P`` the
+    stationary covariance is ``(P (I - eta P / 2))^{-1}`` instead of ``P^{-1}``). MALA accepts with
+    probability ``min(1, pi(z') q(z | z') / (pi(z) q(z' | z)))``, ``q(a | b) = N(a; b + eta grad log pi(b), 2 eta I)``,
+    which removes the bias. With ``target_acceptance`` each chain's ``eta`` is multiplied by
+    ``exp(0.2 (alpha - target))`` after every burn-in step (``alpha`` its acceptance probability);
+    ``log_step`` ``(n, 1)`` holds the current step sizes.
+    """
+
+    def __init__(self, target: LogDensity, opts: LangevinOptions, like: torch.Tensor, generator) -> None:
+        self.target, self.opts, self.like, self.generator = target, opts, like, generator
+        self.log_step = torch.full((like.shape[0], 1), math.log(opts.step_size), dtype=like.dtype, device=like.device)
+
+    def __call__(self, state: ChainState, iteration: int) -> tuple[ChainState, torch.Tensor]:
+        opts, n = self.opts, state.z.shape[0]
+        eta = self.log_step.exp()
+        drift = state.z + eta * state.grad
+        noise = _noise(tuple(state.z.shape), self.like, self.generator)
+        proposal = _evaluate(self.target, drift + (2 * eta).sqrt() * noise, True)
+        if not opts.adjusted:
+            return proposal, torch.ones(n, dtype=torch.bool, device=state.z.device)
+        back = proposal.z + eta * proposal.grad
+        log_q_forward = -(proposal.z - drift).pow(2).sum(1) / (4 * eta[:, 0])
+        log_q_backward = -(state.z - back).pow(2).sum(1) / (4 * eta[:, 0])
+        log_ratio = _finite_or_reject(proposal.log_p - state.log_p + log_q_backward - log_q_forward, proposal)
+        accept = torch.log(_uniform(n, self.like, self.generator)) < log_ratio
+        if opts.target_acceptance is not None and iteration < opts.burn_in:
+            alpha = log_ratio.clamp(max=0).exp()
+            self.log_step.add_(0.2 * (alpha - opts.target_acceptance).unsqueeze(1))
+        return _replace_rows(accept, proposal, state), accept
+
+
+class PLMCMCOptions(ChainOptions):
+    """Options of ``"pl-mcmc"`` (defaults from paper 003 app. C.3: perturbation 0.05)."""
+
+    perturb_std: float = Field(0.05, gt=0, allow_inf_nan=False, description="std of the small Gaussian perturbation")
+    resample_prob: float = Field(0.1, ge=0, le=1, description="probability of proposing a fresh draw from p_Z")
+    log_accept_clamp: float = Field(25.0, gt=0, description="log acceptance ratios are clamped to [-c, c]")
+
+
+class PLKernel:
+    """One PL-MCMC Metropolis-Hastings step for ``n`` chains, with the mixture proposal
+
+        q(z' | z) = (1 - r) N(z'; z, s^2 I) + r p_Z(z'),
+
+    a small perturbation with probability ``1 - r`` and a fresh draw from the latent prior with
+    probability ``r`` (``r = resample_prob``, ``s = perturb_std``). The acceptance ratio uses the
+    mixture density both ways and its logarithm is clamped to ``[-c, c]`` as in the reference
+    implementation; proposals with a non-finite log-posterior are always rejected.
+    """
+
+    def __init__(self, target: LogDensity, prior: Prior, opts: PLMCMCOptions, like: torch.Tensor, generator) -> None:
+        self.target, self.prior, self.opts, self.like, self.generator = target, prior, opts, like, generator
+        r = opts.resample_prob
+        self.log_keep = math.log1p(-r) if r < 1 else -math.inf
+        self.log_fresh = math.log(r) if r > 0 else -math.inf
+
+    def log_q(self, to: torch.Tensor, frm: torch.Tensor) -> torch.Tensor:
+        """``log q(to | frm)`` of the mixture proposal."""
+        var = self.opts.perturb_std**2
+        walk = -(to - frm).pow(2).sum(1) / (2 * var) - 0.5 * to.shape[1] * math.log(2 * math.pi * var)
+        return torch.logaddexp(self.log_keep + walk, self.log_fresh + self.prior.latent_log_prob(to))
+
+    def __call__(self, state: ChainState, iteration: int) -> tuple[ChainState, torch.Tensor]:
+        opts, n = self.opts, state.z.shape[0]
+        walk = state.z + opts.perturb_std * _noise(tuple(state.z.shape), self.like, self.generator)
+        fresh = self.prior.sample_latent(n, 1.0, self.generator).to(self.like)
+        resample = (_uniform(n, self.like, self.generator) < opts.resample_prob).unsqueeze(1)
+        chosen = torch.where(resample, fresh, walk)
+        with torch.no_grad():
+            proposal = _evaluate(self.target, chosen, False)
+            ratio = proposal.log_p - state.log_p + self.log_q(state.z, chosen) - self.log_q(chosen, state.z)
+        clamp = opts.log_accept_clamp
+        log_ratio = _finite_or_reject(ratio.clamp(-clamp, clamp), proposal)
+        accept = torch.log(_uniform(n, self.like, self.generator)) < log_ratio
+        return _replace_rows(accept, proposal, state), accept
+
+
+def _initial_latents(
+    prior: Prior, n_chains: int, y: torch.Tensor, x_init: torch.Tensor | None, generator
+) -> torch.Tensor:
+    """``n_chains`` starts per measurement: ``encode(x_init)`` for all, or independent draws from ``p_Z``."""
+    if x_init is not None:
+        with torch.no_grad():
+            return prior.encode(x_init).repeat_interleave(n_chains, dim=0)
+    return prior.sample_latent(y.shape[0] * n_chains, 1.0, generator)
+
+
+def run_chains(
+    kernel: Kernel,
+    state: ChainState,
+    prior: Prior,
+    opts: ChainOptions,
+    *,
+    batch: int,
+    method: str,
+    hint: str,
+    callback: Callback | None,
+) -> tuple[RunningMoments, torch.Tensor | None, torch.Tensor]:
+    """Iterate ``kernel``; keep every ``thin``-th state after ``burn_in``; return moments, samples, acceptance.
+
+    Raises :class:`SolverDiverged` as soon as a chain's state or log-posterior is non-finite.
+    """
+    moments, kept = RunningMoments(), []
+    accepted = torch.zeros(state.z.shape[0], dtype=state.z.dtype, device=state.z.device)
+    total = opts.burn_in + opts.n_samples * opts.thin
+    for t in range(total):
+        state, accept = kernel(state, t)
+        if not bool(torch.isfinite(state.log_p).all() and torch.isfinite(state.z).all()):
+            raise SolverDiverged(f"{method}: a chain diverged (non-finite state) at iteration {t}; {hint}")
+        if t < opts.burn_in:
+            continue
+        accepted += accept.to(accepted.dtype)
+        if (t - opts.burn_in) % opts.thin == opts.thin - 1:
+            with torch.no_grad():
+                x = prior.decode(state.z).reshape(batch, opts.n_chains, *prior.data_shape)
+            moments.update(x, dim=1)
+            if opts.keep_samples:
+                kept.append(x)
+            if callback is not None:
+                callback(t, x.mean(1), {"log_posterior": float(state.log_p.mean())})
+    samples = torch.stack(kept, dim=2) if kept else None
+    rate = accepted / (total - opts.burn_in)
+    return moments, samples, rate.reshape(batch, opts.n_chains)
+
+
+def _chain_result(
+    name: str,
+    opts: ChainOptions,
+    moments: RunningMoments,
+    chains: torch.Tensor | None,
+    acceptance: torch.Tensor,
+) -> Result:
+    extras: dict[str, torch.Tensor] = {"acceptance_rate": acceptance.mean(1), "acceptance_per_chain": acceptance}
+    samples = None
+    if chains is not None:
+        samples = chains.flatten(1, 2)
+        if opts.n_samples >= 4:
+            extras["ess"] = torch.stack([effective_sample_size(c) for c in chains])
+    mean, std = moments.mean, moments.std
+    return Result(x_hat=mean, method=name, options=opts, samples=samples, mean=mean, std=std, extras=extras)
+
+
+def _setup(prior: Prior, op: Operator, y: torch.Tensor, opts: ChainOptions, method: str) -> LogDensity:
+    require_latent_density(prior, method)
+    return latent_log_posterior(prior, op, y.repeat_interleave(opts.n_chains, dim=0), opts.sigma)
+
+
+@register
+class Langevin(Solver):
+    """Langevin Monte Carlo in the latent space: ULA, or MALA with ``adjusted=True``.
+
+    ``x_init`` (if given) starts every chain at ``encode(x_init)``; otherwise chains start at
+    independent prior draws. ``extras["step_size"]`` ``(B, n_chains)`` holds the final step sizes.
+    """
+
+    name = "langevin"
+    Options = LangevinOptions
+    description = "latent Langevin Monte Carlo (ULA or MALA), parallel chains"
+
+    def run(self, op, prior, y, *, x_init, callback, generator) -> Result:
+        opts: LangevinOptions = self.options
+        target = _setup(prior, op, y, opts, self.name)
+        z0 = _initial_latents(prior, opts.n_chains, y, x_init, generator)
+        kernel = LangevinKernel(target, opts, z0, generator)
+        hint = "lower step_size (it must stay below about 2 / the largest curvature of -log p(z | y))"
+        moments, chains, rate = run_chains(
+            kernel, _evaluate(target, z0, True), prior, opts, batch=y.shape[0], method=self.name, hint=hint, callback=callback
+        )
+        result = _chain_result(self.name, opts, moments, chains, rate)
+        result.extras["step_size"] = kernel.log_step.exp().reshape(y.shape[0], opts.n_chains)
+        return result
+
+
+@register
+class PLMCMC(Solver):
+    """PL-MCMC: latent Metropolis-Hastings with a perturb-or-resample proposal (Cannella et al.).
+
+    ``x_init`` (if given) starts every chain at ``encode(x_init)``; otherwise at prior draws.
+    """
+
+    name = "pl-mcmc"
+    Options = PLMCMCOptions
+    description = "latent Metropolis-Hastings with the PL-MCMC mixture proposal"
+
+    def run(self, op, prior, y, *, x_init, callback, generator) -> Result:
+        opts: PLMCMCOptions = self.options
+        target = _setup(prior, op, y, opts, self.name)
+        z0 = _initial_latents(prior, opts.n_chains, y, x_init, generator)
+        kernel = PLKernel(target, prior, opts, z0, generator)
+        hint = "check the prior and sigma"
+        moments, chains, rate = run_chains(
+            kernel, _evaluate(target, z0, False), prior, opts, batch=y.shape[0], method=self.name, hint=hint, callback=callback
+        )
+        return _chain_result(self.name, opts, moments, chains, rate)
