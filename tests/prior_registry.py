@@ -41,3 +41,17 @@ def _relaxed_flow() -> Prior:
     prior = RelaxedInjectiveFlow((1, 8, 8), 3, channels=(4, 8), refine_steps=10)
     prior.fit_latent_density(torch.randn(64, 3, generator=torch.Generator().manual_seed(0)), "gmm", n_components=2)
     return prior
+
+
+@register("trumpet-linear")
+def _trumpet_linear() -> Prior:
+    from invprob.priors import TRUMPET
+
+    return TRUMPET((1, 8, 8), 16, n_scales=2, hidden=8, unet_depth=1, n_latent_steps=2, latent_hidden=16)
+
+
+@register("trumpet-relu")
+def _trumpet_relu() -> Prior:
+    from invprob.priors import TRUMPET
+
+    return TRUMPET((1, 8, 8), 8, n_scales=2, hidden=8, unet_depth=1, n_latent_steps=2, latent_hidden=16, variant="relu")

@@ -11,7 +11,7 @@ import torch
 from invprob.priors import PRIOR_CLASSES, load_prior_file
 from invprob.training import CheckpointError
 
-from .prior_registry import PRIOR_FACTORIES, build
+from prior_registry import PRIOR_FACTORIES, build
 
 NAMES = sorted(PRIOR_FACTORIES)
 

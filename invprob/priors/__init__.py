@@ -12,3 +12,8 @@ __all__ += ["GaussianPosterior", "LinearGaussianPrior"]
 from .relaxed import RelaxedInjectiveFlow
 
 __all__ += ["RelaxedInjectiveFlow"]
+
+from .logdet import logdet_jtj_exact, logdet_jtj_series
+from .trumpet import TRUMPET
+
+__all__ += ["TRUMPET", "logdet_jtj_exact", "logdet_jtj_series"]

@@ -83,7 +83,7 @@ class Prior(nn.Module, ABC):
         """Projection onto the range, ``f(f^dagger(x))``; identity for bijective priors."""
         if self.is_bijective:
             return self.check_data(x)
-        return self._decode(self._encode(self.check_data(x)))
+        return self._project(self.check_data(x))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log-density of each image, shape ``(B,)``; exact, bound or estimate per ``log_prob_kind``."""
@@ -99,6 +99,10 @@ class Prior(nn.Module, ABC):
         if not isinstance(temperature, (int, float)) or not temperature >= 0 or not math.isfinite(temperature):
             raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
         return self._decode(self.sample_latent(n, float(temperature), generator))
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """``_decode(_encode(x))``; override when a cheaper path exists (e.g. a latent flow that cancels)."""
+        return self._decode(self._encode(x))
 
     @abstractmethod
     def _decode(self, z: torch.Tensor) -> torch.Tensor: ...

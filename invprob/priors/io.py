@@ -60,6 +60,9 @@ def load_prior_file(
     if expected_data_shape is not None and shape != tuple(expected_data_shape):
         raise CheckpointError(f"checkpoint {path}: data shape {shape}, expected {tuple(expected_data_shape)}")
     prior = PRIOR_CLASSES[name](**record["config"])
+    saved_dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
+    if saved_dtype is not None:
+        prior = prior.to(dtype=saved_dtype)  # load at the saved precision: no lossy round trip
     missing, unexpected = _compare_keys(prior.state_dict(), tensors)
     if missing or unexpected:
         raise CheckpointError(

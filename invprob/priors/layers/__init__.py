@@ -1,0 +1,30 @@
+"""Flow layers (generative ``forward``, exact or pseudo-``inverse``, per-sample log-det in both).
+
+See :mod:`invprob.priors.layers.base` for the convention every layer follows.
+"""
+
+from .actnorm import ActNorm
+from .base import FlowLayer, FlowSequence
+from .conv1x1 import InvertibleConv1x1
+from .coupling import AffineCoupling, bounded_scale
+from .injective import InjectiveConv1x1
+from .revnet import InjectiveRevNetStep, RevNetStep
+from .squeeze import Squeeze, Upsqueeze, squeeze, upsqueeze
+from .unet import SmallUNet
+
+__all__ = [
+    "ActNorm",
+    "AffineCoupling",
+    "FlowLayer",
+    "FlowSequence",
+    "InjectiveConv1x1",
+    "InjectiveRevNetStep",
+    "InvertibleConv1x1",
+    "RevNetStep",
+    "SmallUNet",
+    "Squeeze",
+    "Upsqueeze",
+    "bounded_scale",
+    "squeeze",
+    "upsqueeze",
+]

@@ -1,0 +1,35 @@
+"""Invertible 1x1 convolution (Glow)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import FlowLayer, spatial_size
+
+
+def random_orthogonal(rows: int, cols: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A ``rows x cols`` matrix with orthonormal columns (``rows >= cols``), Haar-distributed."""
+    q, r = torch.linalg.qr(torch.randn(rows, cols, generator=generator, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).to(torch.get_default_dtype())
+
+
+class InvertibleConv1x1(FlowLayer):
+    """Channel mixing ``y[:, :, i, j] = W x[:, :, i, j]`` with a square invertible ``W``.
+
+    ``logdet = H W log |det W|``; ``W`` starts as a random rotation (``logdet = 0``).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(random_orthogonal(channels, channels))
+
+    def _logdet(self, x: torch.Tensor) -> torch.Tensor:
+        return (spatial_size(x) * torch.linalg.slogdet(self.weight)[1]).expand(x.shape[0])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.einsum("oc,bchw->bohw", self.weight, x), self._logdet(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.einsum("oc,bchw->bohw", torch.linalg.inv(self.weight), y)
+        return x, self._logdet(y)

@@ -1,0 +1,101 @@
+"""Affine coupling with a bounded scale and a U-Net conditioner (paper sec. 2.1, app. A)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .base import FlowLayer
+from .unet import SmallUNet
+
+Mask = Literal["channel", "checkerboard"]
+
+MIN_SCALE = 0.01
+
+
+def bounded_scale(h: torch.Tensor) -> torch.Tensor:
+    """``s = 0.01 + 0.99 sigmoid(h + 2)`` in ``(0.01, 1)``: never 0, about 0.88 at ``h = 0``."""
+    return MIN_SCALE + (1 - MIN_SCALE) * torch.sigmoid(h + 2.0)
+
+
+class AffineCoupling(FlowLayer):
+    """Affine coupling: part ``x_a`` of the input conditions an affine map of the rest ``x_b``.
+
+    In the normalising direction (``inverse``) ``x_b = s(y_a) * y_b + b(y_a)`` with the scale
+    :func:`bounded_scale`, so in the generative direction (``forward``)
+    ``y_b = (x_b - b(x_a)) / s(x_a)`` and ``logdet = -sum log s`` over the entries of ``x_b``
+    (the Jacobian is triangular). ``x_a`` passes unchanged.
+
+    ``mask="channel"`` splits the channels into halves (the first ``C // 2`` condition, or the
+    last ``C // 2`` if ``flip``);
+    ``mask="checkerboard"`` splits the pixels by the parity of ``i + j`` (``flip`` swaps the
+    parity), which also works with a single channel. ``s`` and ``b`` come from a
+    :class:`SmallUNet` whose last layer starts at zero.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        spatial: int,
+        *,
+        mask: Mask = "channel",
+        flip: bool = False,
+        hidden: int = 32,
+        depth: int = 2,
+    ) -> None:
+        super().__init__()
+        if mask not in ("channel", "checkerboard"):
+            raise ValueError(f"mask: expected 'channel' or 'checkerboard', got {mask!r}")
+        if mask == "channel" and channels < 2:
+            raise ValueError(f"a channel coupling needs at least 2 channels, got {channels}")
+        if mask == "checkerboard" and spatial < 2:
+            raise ValueError("a checkerboard coupling needs images of at least 2x2 pixels")
+        self.mask, self.flip, self.channels = mask, flip, channels
+        if mask == "channel":
+            n_in, n_out = channels // 2, channels - channels // 2
+        else:
+            n_in, n_out = channels, channels
+        self.net = SmallUNet(n_in, 2 * n_out, hidden=hidden, depth=depth, spatial=spatial)
+
+    def _checkerboard(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        i = torch.arange(h, device=x.device).view(-1, 1)
+        j = torch.arange(w, device=x.device).view(1, -1)
+        parity = ((i + j) % 2 == (1 if self.flip else 0)).to(x.dtype)
+        return parity.view(1, 1, h, w)
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(conditioning, transformed)`` channels: first half conditions, or the last half if ``flip``."""
+        n_cond = self.channels // 2
+        if self.flip:
+            return x[:, self.channels - n_cond :], x[:, : self.channels - n_cond]
+        return x[:, :n_cond], x[:, n_cond:]
+
+    def _merge(self, cond: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+        return torch.cat([rest, cond] if self.flip else [cond, rest], dim=1)
+
+    def _scale_shift(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, shift = self.net(cond).chunk(2, dim=1)
+        return bounded_scale(h), shift
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mask == "channel":
+            xa, xb = self._split(x)
+            scale, shift = self._scale_shift(xa)
+            return self._merge(xa, (xb - shift) / scale), -scale.log().flatten(1).sum(1)
+        m = self._checkerboard(x)
+        scale, shift = self._scale_shift(x * m)
+        y = x * m + (1 - m) * (x - shift) / scale
+        return y, -((1 - m) * scale.log()).flatten(1).sum(1)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mask == "channel":
+            ya, yb = self._split(y)
+            scale, shift = self._scale_shift(ya)
+            return self._merge(ya, yb * scale + shift), -scale.log().flatten(1).sum(1)
+        m = self._checkerboard(y)
+        scale, shift = self._scale_shift(y * m)
+        x = y * m + (1 - m) * (y * scale + shift)
+        return x, -((1 - m) * scale.log()).flatten(1).sum(1)

@@ -1,0 +1,73 @@
+"""Revnet steps: actnorm + 1x1 convolution + affine coupling (Glow), bijective or injective."""
+
+from __future__ import annotations
+
+from .actnorm import ActNorm
+from .base import FlowSequence
+from .conv1x1 import InvertibleConv1x1
+from .coupling import AffineCoupling, Mask
+from .injective import InjectiveConv1x1, Variant
+
+
+class RevNetStep(FlowSequence):
+    """Bijective revnet step on ``channels`` channels (paper sec. 2, the three operations).
+
+    Normalising order (``inverse``): actnorm, invertible 1x1 convolution, affine coupling; the
+    generative order (``forward``) is the reverse. ``flip`` alternates the coupling halves; a
+    single channel always uses the checkerboard mask.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        spatial: int,
+        *,
+        hidden: int = 32,
+        depth: int = 2,
+        flip: bool = False,
+        mask: Mask = "channel",
+    ) -> None:
+        super().__init__(
+            [
+                AffineCoupling(channels, spatial, mask=_mask(channels, mask), flip=flip, hidden=hidden, depth=depth),
+                InvertibleConv1x1(channels),
+                ActNorm(channels),
+            ]
+        )
+
+
+class InjectiveRevNetStep(FlowSequence):
+    """Injective revnet step ``c -> expansion * c`` channels (paper sec. 2.1).
+
+    Generative order: affine coupling and actnorm on ``c`` channels, then the injective 1x1
+    convolution (:class:`InjectiveConv1x1`, variant ``"linear"`` or ``"relu"``, pseudo-inverse
+    regularised by ``gamma``). With the expansion last, ``J = (I (x) W) J_b`` with ``J_b`` square,
+    so the summed log-det ``(HW/2) log det(W^T W) + log|det J_b|`` is exactly
+    ``(1/2) log det(J^T J)`` of the whole step (a bijective layer *after* the expansion would
+    break this, see :class:`invprob.priors.TRUMPET`). ``inverse`` is a left inverse on the range.
+    The coupling splits the channels, or the pixels (checkerboard) when there is one channel.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        spatial: int,
+        *,
+        expansion: int = 2,
+        variant: Variant = "linear",
+        gamma: float = 1e-3,
+        hidden: int = 32,
+        depth: int = 2,
+        flip: bool = False,
+    ) -> None:
+        super().__init__(
+            [
+                AffineCoupling(channels, spatial, mask=_mask(channels), flip=flip, hidden=hidden, depth=depth),
+                ActNorm(channels),
+                InjectiveConv1x1(channels, expansion=expansion, variant=variant, gamma=gamma),
+            ]
+        )
+
+
+def _mask(channels: int, preferred: Mask = "channel") -> Mask:
+    return "checkerboard" if channels == 1 else preferred
