@@ -24,5 +24,11 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+demo: $(STAMP)
+	$(PY) -m invprob demo
+
+bench: $(STAMP)
+	$(PY) -m invprob bench --out runs/bench
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("INVPROB_TEST_THREADS", "2")))
+# Tests use tiny problems, for which one thread is fastest and immune to oversubscription.
+torch.set_num_threads(int(os.environ.get("INVPROB_TEST_THREADS", "1")))
 
 
 @pytest.fixture(autouse=True)

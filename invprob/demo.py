@@ -1,0 +1,80 @@
+"""The demo behind ``make demo`` / ``invprob demo``: compressed sensing of digits with every MAP method.
+
+Loads the shipped ``trumpet-digits`` prior, measures a few test digits with ``RandomGaussian(m=250)``
+at 30 dB SNR, reconstructs them with each point-estimate method, prints a table (SNR, SSIM, seconds
+per image) and writes a figure ``truth | A^+ y | each method``. Offline; about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+METHODS = ("pinv", "tv", "csgm", "dip", "iflow", "iflow-l")
+
+#: Per-method options of the demo: the defaults of each method, with budgets trimmed so the whole
+#: demo stays around a minute on 2 CPU cores.
+DEMO_OPTIONS: dict[str, dict[str, Any]] = {
+    "pinv": {},
+    "tv": {"lam": 0.01, "iterations": 200},
+    "csgm": {"restarts": 10, "iterations": 300, "lr": 0.05},
+    "dip": {"iterations": 500},
+    "iflow": {"iterations": 300},
+    "iflow-l": {"iterations": 300},
+}
+
+
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    *,
+    prior: str = "trumpet-digits",
+    n_images: int = 4,
+    m: int = 250,
+    snr_db: float = 30.0,
+    seed: int = 0,
+    methods: tuple[str, ...] = METHODS,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Run the demo; return ``{method: {"snr", "ssim", "seconds"}}`` (means over images) and write the figure."""
+    from .data import load_dataset
+    from .metrics import snr, ssim
+    from .operators import RandomGaussian, add_noise
+    from .plots import image_grid
+    from .priors.pretrained import load_prior
+    from .solvers import solve
+
+    model = load_prior(prior)
+    x = torch.stack([load_dataset("digits", split="test")[i] for i in range(n_images)])
+    op = RandomGaussian(model.data_shape, m, seed=seed)
+    with torch.no_grad():
+        y, _ = add_noise(op(x), snr_db=snr_db, generator=torch.Generator().manual_seed(seed))
+    table: dict[str, dict[str, float]] = {}
+    estimates = {}
+    for method in tqdm(methods, desc="demo", disable=not progress):
+        options = dict(DEMO_OPTIONS.get(method, {}))
+        result = solve(op, model, y, method, generator=torch.Generator().manual_seed(seed), **options)
+        x_hat = result.x_hat.detach()
+        estimates[method] = x_hat
+        table[method] = {
+            "snr": float(snr(x, x_hat).mean()),
+            "ssim": float(ssim(x, x_hat).mean()),
+            "seconds": result.seconds / n_images,
+        }
+    out = Path(out_dir)
+    rows = [[x[i], *(estimates[mth][i] for mth in methods)] for i in range(n_images)]
+    figure = image_grid(rows, [f"digit {i}" for i in range(n_images)], ["truth", *methods], out / "demo.png",
+                        title=f"{prior}: RandomGaussian(m={m}), {snr_db:g} dB SNR")
+    print(format_table(table, f"{prior}, RandomGaussian(m={m}) on {n_images} test digits at {snr_db:g} dB SNR"))
+    print(f"\nfigure: {figure.resolve()}")
+    return table
+
+
+def format_table(table: dict[str, dict[str, float]], title: str) -> str:
+    """A plain-text table of the demo's results."""
+    lines = [title, f"{'method':10s} {'SNR (dB)':>9s} {'SSIM':>6s} {'s/image':>8s}"]
+    for method, row in table.items():
+        lines.append(f"{method:10s} {row['snr']:9.2f} {row['ssim']:6.3f} {row['seconds']:8.2f}")
+    return "\n".join(lines)
