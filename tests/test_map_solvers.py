@@ -16,15 +16,6 @@ from invprob.solvers.dip import Hourglass
 QUIET = dict(progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: intra-op threads only add synchronisation cost (large on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- iFlow / iFlow-L (Algorithm 1)
 
 

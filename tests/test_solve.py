@@ -13,14 +13,6 @@ QUIET = dict(progress=False)
 MAP_METHODS = ["csgm", "dip", "iflow", "iflow-l", "pinv", "tv"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_map_methods_are_registered():
     assert set(MAP_METHODS) <= set(list_methods())
 
