@@ -114,9 +114,9 @@ def fit(
             torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
         optimizer.step()
         step += 1
-        _log(history, step, float(loss), metrics)
+        _log(history, step, float(loss.detach()), metrics)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4g}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
         if validate is not None and (step % opts.validate_every == 0 or step == opts.steps):
             history["val"].append({"step": step, **_validate(model, validate)})
         if step % opts.checkpoint_every == 0 or step == last:
@@ -139,7 +139,7 @@ def _log(history: dict[str, list], step: int, loss: float, metrics: dict[str, fl
     history["step"].append(step)
     history["loss"].append(loss)
     for key, value in metrics.items():
-        history.setdefault(key, []).append(float(value))
+        history.setdefault(key, []).append(float(value.detach() if isinstance(value, torch.Tensor) else value))
 
 
 def _validate(model: nn.Module, validate: ValidateFn) -> dict[str, float]:
