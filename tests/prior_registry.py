@@ -55,3 +55,10 @@ def _trumpet_relu() -> Prior:
     from invprob.priors import TRUMPET
 
     return TRUMPET((1, 8, 8), 8, n_scales=2, hidden=8, unet_depth=1, n_latent_steps=2, latent_hidden=16, variant="relu")
+
+
+@register("realnvp")
+def _realnvp() -> Prior:
+    from invprob.priors import RealNVP
+
+    return RealNVP((1, 8, 8), n_scales=2, n_steps=2, hidden=8, unet_depth=1)

@@ -17,3 +17,7 @@ from .logdet import logdet_jtj_exact, logdet_jtj_series
 from .trumpet import TRUMPET
 
 __all__ += ["TRUMPET", "logdet_jtj_exact", "logdet_jtj_series"]
+
+from .realnvp import RealNVP
+
+__all__ += ["RealNVP"]
