@@ -8,3 +8,7 @@ __all__ = ["CheckpointError", "FitOptions", "TrainingDiverged", "atomic_write", 
 from .relaxed import train_relaxed_flow
 
 __all__ += ["train_relaxed_flow"]
+
+from .priors import FlowTrainOptions, TrumpetTrainOptions, bits_per_dim, train_flow, train_trumpet
+
+__all__ += ["FlowTrainOptions", "TrumpetTrainOptions", "bits_per_dim", "train_flow", "train_trumpet"]
