@@ -1,0 +1,378 @@
+"""Posterior samplers against the closed-form posterior of a linear-Gaussian prior.
+
+Problem: ``x = W z`` with ``W`` a random injective ``16 x 4`` matrix (images ``1 x 4 x 4``),
+``y = A x + N(0, sigma^2 I)`` for each linear operator type. Tolerances (stated once here):
+posterior mean error < 5 % of the posterior's RMS size ``sqrt(||mu||^2 + tr Sigma)``, covariance
+relative Frobenius error < 10 % (``MEAN_TOL``, ``COV_TOL``), estimated from a few thousand samples. ULA is checked against its own exact
+stationary covariance ``W (P (I - eta P / 2))^{-1} W^T``; MALA against the posterior itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from invprob.operators import BlockMask, Identity, RandomGaussian, RandomMask, SuperResolution
+from invprob.priors import LinearGaussianPrior
+from invprob.solvers import AmortizedPosterior, FlowPosterior, SolverDiverged, solve, train_amortized
+from invprob.solvers.pregenerator import PreGenerator
+from invprob.training.checkpoint import CheckpointError
+
+MEAN_TOL = 0.05
+COV_TOL = 0.10
+SHAPE = (1, 4, 4)
+LATENT = 4
+SIGMA = 0.3
+
+OPERATORS = {
+    "gaussian": lambda: RandomGaussian(SHAPE, 8, seed=1),
+    "random-mask": lambda: RandomMask(SHAPE, 0.5, seed=2),
+    "block-mask": lambda: BlockMask(SHAPE, 2),
+    "superres": lambda: SuperResolution(SHAPE, 2),
+    "identity": lambda: Identity(SHAPE),
+}
+
+
+def make_prior(latent: int = LATENT, seed: int = 0) -> LinearGaussianPrior:
+    g = torch.Generator().manual_seed(seed)
+    return LinearGaussianPrior(torch.randn(16, latent, generator=g) / 2, data_shape=SHAPE)
+
+
+def full_rank_prior(seed: int = 0) -> LinearGaussianPrior:
+    """A square, well-conditioned ``W = Q diag(0.5 .. 1.5)``: a non-degenerate Gaussian prior on images."""
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(seed)))
+    return LinearGaussianPrior(q * torch.linspace(0.5, 1.5, 16), data_shape=SHAPE)
+
+
+def measure(prior: LinearGaussianPrior, op, n: int = 1, seed: int = 3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = prior.sample(n, generator=g)
+    y = op(x)
+    return y + SIGMA * torch.randn(y.shape, generator=g)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def check_moments(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, mean_tol=MEAN_TOL, cov_tol=COV_TOL):
+    """Mean error relative to the posterior's RMS size ``sqrt(E||X||^2) = sqrt(||mu||^2 + tr Sigma)``
+    (``||mu||`` alone is tiny when ``y`` says little, e.g. 2x super-resolution of a 4x4 image);
+    covariance error relative in the Frobenius norm."""
+    flat = samples.flatten(1).double()
+    mu = mean.flatten().double()
+    scale = float((mu.pow(2).sum() + torch.trace(cov.double())).sqrt())
+    mean_err = float((flat.mean(0) - mu).norm()) / scale
+    cov_err = rel(torch.cov(flat.T), cov.double())
+    assert mean_err < mean_tol, f"posterior mean relative error {mean_err:.3f} >= {mean_tol}"
+    assert cov_err < cov_tol, f"posterior covariance relative error {cov_err:.3f} >= {cov_tol}"
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+SVI_FAST = dict(sigma=SIGMA, steps=400, lr=1e-2, batch_size=64, n_layers=2, hidden=32, n_samples=4000)
+MALA_FAST = dict(
+    sigma=SIGMA, adjusted=True, step_size=0.01, target_acceptance=0.6, n_chains=200, n_samples=40, burn_in=200, thin=3
+)
+PL_FAST = dict(sigma=SIGMA, perturb_std=0.15, resample_prob=0.2, n_chains=300, n_samples=40, burn_in=300, thin=8)
+
+
+# ---------------------------------------------------------------- the pre-generator flow
+
+
+@pytest.mark.parametrize("context_in", [0, 5])
+def test_pregenerator_log_det_is_exact(context_in):
+    flow = PreGenerator(3, n_layers=2, hidden=8, context_in=context_in, context_dim=4, generator=seeded()).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=seeded(7), dtype=p.dtype))
+    eps = torch.randn(1, 3, dtype=torch.float64)
+    ctx = torch.randn(1, context_in, dtype=torch.float64) if context_in else None
+    _, log_det = flow(eps, ctx)
+    jac = torch.autograd.functional.jacobian(lambda e: flow(e.unsqueeze(0), ctx)[0][0], eps[0])
+    assert float(log_det.detach()) == pytest.approx(float(torch.linalg.slogdet(jac)[1]), abs=1e-10)
+
+
+def test_pregenerator_starts_as_identity_and_is_seeded():
+    flow = PreGenerator(4, generator=seeded())
+    eps = torch.randn(8, 4)
+    z, log_det = flow(eps)
+    assert torch.equal(z, eps) and torch.equal(log_det, torch.zeros(8))
+    a = PreGenerator(4, generator=seeded(1)).state_dict()
+    b = PreGenerator(4, generator=seeded(1)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pregenerator_context_shape_is_checked():
+    flow = PreGenerator(2, context_in=3)
+    with pytest.raises(ValueError, match="context"):
+        flow(torch.zeros(4, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="unconditional"):
+        PreGenerator(2)(torch.zeros(4, 2), torch.zeros(4, 3))
+
+
+# ---------------------------------------------------------------- accuracy against the exact posterior
+
+
+@pytest.mark.parametrize("op_name", sorted(OPERATORS))
+def test_svi_matches_exact_posterior(op_name):
+    prior, op = make_prior(), OPERATORS[op_name]()
+    y = measure(prior, op)
+    exact = prior.exact_posterior(op, y, SIGMA)
+    result = solve(op, prior, y, "svi", generator=seeded(), **SVI_FAST)
+    check_moments(result.samples[0], exact.mean[0], exact.cov[0])
+
+
+@pytest.mark.parametrize("op_name", sorted(OPERATORS))
+def test_mala_matches_exact_posterior(op_name):
+    prior, op = make_prior(), OPERATORS[op_name]()
+    y = measure(prior, op)
+    exact = prior.exact_posterior(op, y, SIGMA)
+    result = solve(op, prior, y, "langevin", generator=seeded(), **MALA_FAST)
+    check_moments(result.samples[0], exact.mean[0], exact.cov[0])
+    assert 0.4 < float(result.extras["acceptance_rate"][0]) < 0.8
+
+
+@pytest.mark.parametrize("op_name", sorted(OPERATORS))
+def test_pl_mcmc_matches_exact_posterior(op_name):
+    prior, op = make_prior(), OPERATORS[op_name]()
+    y = measure(prior, op)
+    exact = prior.exact_posterior(op, y, SIGMA)
+    result = solve(op, prior, y, "pl-mcmc", generator=seeded(), **PL_FAST)
+    check_moments(result.samples[0], exact.mean[0], exact.cov[0])
+    assert 0.0 < float(result.extras["acceptance_rate"][0]) < 1.0
+
+
+def test_ula_matches_its_exact_stationary_law():
+    """ULA on a Gaussian target keeps the mean and inflates the covariance to (P (I - eta P/2))^{-1}."""
+    prior, op = make_prior(), OPERATORS["gaussian"]()
+    y = measure(prior, op)
+    exact = prior.exact_posterior(op, y, SIGMA)
+    eta = 0.01
+    precision = torch.linalg.inv(exact.latent_cov[0].double())
+    ula_latent = torch.linalg.inv(precision @ (torch.eye(LATENT, dtype=torch.float64) - eta * precision / 2))
+    W = prior.W.double()
+    opts = dict(MALA_FAST, adjusted=False, target_acceptance=None, step_size=eta)
+    result = solve(op, prior, y, "langevin", generator=seeded(), **opts)
+    check_moments(result.samples[0], exact.mean[0], W @ ula_latent @ W.T)
+    assert float(rel(W @ ula_latent @ W.T, exact.cov[0].double())) > 0.1  # the bias being accounted for is real
+    assert torch.equal(result.extras["acceptance_rate"], torch.ones(1))
+
+
+@pytest.mark.parametrize("op_name", ["gaussian", "random-mask"])
+def test_ambient_vi_matches_exact_posterior(op_name):
+    """Ambient VI needs a density in image space: a square W makes the prior a full Gaussian."""
+    prior, op = full_rank_prior(), OPERATORS[op_name]()
+    y = measure(prior, op)
+    exact = prior.exact_posterior(op, y, SIGMA)
+    opts = dict(SVI_FAST, steps=600, n_layers=1)
+    result = solve(op, prior, y, "ambient-vi", generator=seeded(), **opts)
+    check_moments(result.samples[0], exact.mean[0], exact.cov[0])
+
+
+@pytest.fixture(scope="module")
+def amortized():
+    prior, op = make_prior(), OPERATORS["gaussian"]()
+    model = train_amortized(
+        op, prior, sigma=SIGMA, steps=800, lr=1e-2, batch_size=128, n_layers=2, hidden=32, generator=seeded(5)
+    )
+    return prior, op, model
+
+
+def test_avi_on_held_out_measurements(amortized):
+    prior, op, model = amortized
+    y = measure(prior, op, n=3, seed=11)
+    exact = prior.exact_posterior(op, y, SIGMA)
+    result = solve(op, prior, y, "avi", amortized=model, n_samples=4000, generator=seeded())
+    for i in range(3):
+        check_moments(result.samples[i], exact.mean[i], exact.cov[i])
+    assert len(model.history["loss"]) == 800
+
+
+def test_avi_save_load_round_trip(amortized, tmp_path):
+    prior, op, model = amortized
+    model.save(tmp_path / "avi")
+    loaded = AmortizedPosterior.load(tmp_path / "avi")
+    y = measure(prior, op, n=2, seed=12)
+    a = solve(op, prior, y, "avi", amortized=model, n_samples=5, generator=seeded())
+    b = solve(op, prior, y, "avi", amortized=loaded, n_samples=5, generator=seeded())
+    assert torch.equal(a.samples, b.samples)
+    assert loaded.sigma == SIGMA and loaded.history["loss"] == model.history["loss"]
+    (tmp_path / "other").mkdir()
+    prior.save(str(tmp_path / "other"))
+    with pytest.raises(CheckpointError, match="not an amortized posterior"):
+        AmortizedPosterior.load(tmp_path / "other")
+
+
+def test_avi_rejects_another_operator_shape(amortized):
+    prior, _, model = amortized
+    other = RandomGaussian(SHAPE, 6, seed=1)
+    with pytest.raises(ValueError, match="trained for an operator"):
+        solve(other, prior, measure(prior, other), "avi", amortized=model)
+    with pytest.raises(ValueError, match="latent_dim"):
+        solve(OPERATORS["gaussian"](), make_prior(latent=5), torch.zeros(8), "avi", amortized=model)
+
+
+def test_avi_trains_from_a_dataset():
+    prior, op = make_prior(), OPERATORS["identity"]()
+    data = prior.sample(64, generator=seeded())
+    model = train_amortized(op, prior, data=data, sigma=SIGMA, steps=3, generator=seeded())
+    assert len(model.history["loss"]) == 3
+    with pytest.raises(ValueError, match="data"):
+        train_amortized(op, prior, data=torch.zeros(4, 16), sigma=SIGMA, steps=1)
+
+
+# ---------------------------------------------------------------- results, determinism
+
+
+TINY = {
+    "svi": dict(sigma=SIGMA, steps=3, n_samples=5, n_layers=1, hidden=8),
+    "ambient-vi": dict(sigma=SIGMA, steps=3, n_samples=5, n_layers=1, hidden=8),
+    "langevin": dict(sigma=SIGMA, n_chains=2, n_samples=5, burn_in=3, step_size=0.01, adjusted=True),
+    "pl-mcmc": dict(sigma=SIGMA, n_chains=2, n_samples=5, burn_in=3),
+}
+
+
+@pytest.mark.parametrize("method", sorted(TINY))
+def test_result_shapes_and_seeded_determinism(method):
+    prior, op = make_prior(), OPERATORS["random-mask"]()
+    y = measure(prior, op, n=2)
+    a = solve(op, prior, y, method, generator=seeded(4), **TINY[method])
+    b = solve(op, prior, y, method, generator=seeded(4), **TINY[method])
+    c = solve(op, prior, y, method, generator=seeded(5), **TINY[method])
+    assert a.samples.shape == (2, 10 if method in ("langevin", "pl-mcmc") else 5, *SHAPE)
+    assert a.mean.shape == a.std.shape == a.x_hat.shape == (2, *SHAPE)
+    assert torch.equal(a.x_hat, a.mean)
+    torch.testing.assert_close(a.mean, a.samples.mean(1))
+    torch.testing.assert_close(a.std, a.samples.std(1))
+    assert torch.equal(a.samples, b.samples)
+    assert not torch.equal(a.samples, c.samples)
+    single = solve(op, prior, y[0], method, generator=seeded(4), **TINY[method])
+    assert single.samples.shape == a.samples.shape[1:] and single.x_hat.shape == SHAPE
+
+
+def test_vi_keeps_the_trained_flow_for_more_samples():
+    prior, op = make_prior(), OPERATORS["identity"]()
+    result = solve(op, prior, measure(prior, op, n=2), "svi", generator=seeded(), **TINY["svi"])
+    posteriors = result.extras["posterior"]
+    assert len(posteriors) == 2 and all(isinstance(p, FlowPosterior) for p in posteriors)
+    assert posteriors[0].sample(7, generator=seeded()).shape == (7, *SHAPE)
+    assert len(result.history["loss"]) == 3
+
+
+def test_chains_without_stored_samples_give_the_same_moments():
+    prior, op = make_prior(), OPERATORS["superres"]()
+    y = measure(prior, op)
+    kept = solve(op, prior, y, "langevin", generator=seeded(), **TINY["langevin"])
+    streamed = solve(op, prior, y, "langevin", generator=seeded(), keep_samples=False, **TINY["langevin"])
+    assert streamed.samples is None and "ess" not in streamed.extras
+    torch.testing.assert_close(streamed.mean, kept.mean)
+    torch.testing.assert_close(streamed.std, kept.std)
+    assert kept.extras["ess"].shape == (1, *SHAPE)
+    assert kept.extras["step_size"].shape == (1, 2)
+
+
+def test_mala_adapts_its_step_towards_the_target_rate():
+    prior, op = make_prior(), OPERATORS["gaussian"]()
+    y = measure(prior, op)
+    opts = dict(MALA_FAST, step_size=1.0, n_chains=20, n_samples=20)
+    result = solve(op, prior, y, "langevin", generator=seeded(), **opts)
+    assert float(result.extras["step_size"].max()) < 0.2
+    assert 0.4 < float(result.extras["acceptance_rate"][0]) < 0.8
+
+
+def test_chains_start_from_x_init():
+    prior, op = make_prior(), OPERATORS["identity"]()
+    y = measure(prior, op)
+    x0 = prior.sample(1, generator=seeded(9))
+    seen = []
+    opts = dict(TINY["pl-mcmc"], burn_in=0, n_samples=1, perturb_std=1e-6, resample_prob=0.0)
+    solve(op, prior, y, "pl-mcmc", x_init=x0, generator=seeded(), callback=lambda t, x, info: seen.append(x), **opts)
+    torch.testing.assert_close(seen[0], x0, atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------- bad input and divergence
+
+
+class NoLatentDensity(LinearGaussianPrior):
+    def _latent_log_prob(self, z):
+        raise NotImplementedError
+
+
+class NoImageDensity(LinearGaussianPrior):
+    def _log_prob(self, x):
+        raise NotImplementedError
+
+
+class BrokenDensity(LinearGaussianPrior):
+    def _latent_log_prob(self, z):
+        return torch.full((z.shape[0],), float("nan"), dtype=z.dtype)
+
+
+@pytest.mark.parametrize("method", sorted(TINY))
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_sigma_is_rejected(method, sigma):
+    prior, op = make_prior(), OPERATORS["identity"]()
+    with pytest.raises(ValueError, match="sigma"):
+        solve(op, prior, measure(prior, op), method, **dict(TINY[method], sigma=sigma))
+
+
+@pytest.mark.parametrize("method", sorted(TINY))
+def test_zero_samples_and_non_finite_y_are_rejected(method):
+    prior, op = make_prior(), OPERATORS["identity"]()
+    y = measure(prior, op)
+    with pytest.raises(ValueError, match="n_samples"):
+        solve(op, prior, y, method, **dict(TINY[method], n_samples=0))
+    y[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        solve(op, prior, y, method, **TINY[method])
+
+
+def test_negative_beta_and_bad_amortized_options_are_rejected(amortized):
+    prior, op, model = amortized
+    y = measure(prior, op)
+    for method in ("svi", "ambient-vi"):
+        with pytest.raises(ValueError, match="beta"):
+            solve(op, prior, y, method, **dict(TINY[method], beta=-0.1))
+    with pytest.raises(ValueError, match="beta"):
+        train_amortized(op, prior, sigma=SIGMA, beta=-1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        train_amortized(op, prior, sigma=0.0)
+    with pytest.raises(ValueError, match="n_samples"):
+        solve(op, prior, y, "avi", amortized=model, n_samples=0)
+    with pytest.raises(ValueError, match="amortized"):
+        solve(op, prior, y, "avi", amortized="model.safetensors")
+    with pytest.raises(ValueError, match="target_acceptance"):
+        solve(op, prior, y, "langevin", **dict(TINY["langevin"], adjusted=False, target_acceptance=0.5))
+
+
+@pytest.mark.parametrize("method", ["svi", "langevin", "pl-mcmc"])
+def test_latent_samplers_need_a_latent_density(method):
+    W = make_prior().W
+    prior, op = NoLatentDensity(W, data_shape=SHAPE), OPERATORS["identity"]()
+    with pytest.raises(TypeError, match="latent_log_prob"):
+        solve(op, prior, torch.zeros(SHAPE), method, **TINY[method])
+    with pytest.raises(TypeError, match="latent_log_prob"):
+        train_amortized(op, prior, sigma=SIGMA, steps=1)
+
+
+def test_ambient_vi_needs_an_image_density():
+    prior, op = NoImageDensity(make_prior().W, data_shape=SHAPE), OPERATORS["identity"]()
+    with pytest.raises(TypeError, match="log_prob"):
+        solve(op, prior, torch.zeros(SHAPE), "ambient-vi", **TINY["ambient-vi"])
+
+
+@pytest.mark.parametrize("method", ["svi", "pl-mcmc", "langevin"])
+def test_non_finite_posterior_stops_with_a_clear_error(method):
+    prior, op = BrokenDensity(make_prior().W, data_shape=SHAPE), OPERATORS["identity"]()
+    with pytest.raises(SolverDiverged, match=method):
+        solve(op, prior, torch.zeros(SHAPE), method, **TINY[method])
+
+
+def test_ula_with_a_too_large_step_diverges_with_a_clear_error():
+    prior, op = make_prior(), OPERATORS["identity"]()
+    opts = dict(sigma=0.01, step_size=10.0, n_chains=2, n_samples=5, burn_in=200)
+    with pytest.raises(SolverDiverged, match="step_size"):
+        solve(op, prior, measure(prior, op), "langevin", **opts)
