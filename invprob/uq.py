@@ -49,7 +49,7 @@ def posterior_std(samples: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 def mean_absolute_deviation(samples: torch.Tensor, p: float = 1.0, dim: int = 0) -> torch.Tensor:
-    """Pixel-wise ``E |X - <X>|^p`` with ``<X>`` the sample mean (paper 000 sec. 4.3; ``p = 2`` is the variance with ``1/S``)."""
+    """Pixel-wise ``E |X - <X>|^p``, ``<X>`` the sample mean (paper 000 sec. 4.3); ``p = 2``: the ``1/S`` variance."""
     if not isinstance(p, (int, float)) or isinstance(p, bool) or not p > 0 or not math.isfinite(p):
         raise ValueError(f"p: expected a finite number > 0, got {p!r}")
     dim = _check_samples(samples, dim)
@@ -78,7 +78,10 @@ def snr(x_hat: torch.Tensor, x_true: torch.Tensor, batch_dims: int = 0) -> torch
 
 
 def sample_snr(samples: torch.Tensor, x_true: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """SNR (dB) of every sample against ``x_true`` (``samples`` without the sample axis); shape ``samples.shape[:dim + 1]``."""
+    """SNR (dB) of every sample against ``x_true`` (shaped as ``samples`` without the sample axis).
+
+    Returns shape ``samples.shape[:dim + 1]``.
+    """
     dim = _check_samples(samples, dim)
     _check_truth(samples, x_true, dim)
     return snr(samples, x_true.unsqueeze(dim).expand_as(samples), batch_dims=dim + 1)

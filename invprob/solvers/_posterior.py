@@ -25,8 +25,9 @@ def latent_log_posterior(prior: Prior, op: Operator, y: torch.Tensor, sigma: flo
     """``z -> (log p_Z(z) - ||A f(z) - y||^2 / (2 sigma^2), data-fit term)``: the unnormalised ``log p(z | y)``.
 
     This is the negative of the integrand of paper 003 eq. 4 (paper 000 eq. 10 divided by
-    ``sigma^2``) without the entropy term.
+    ``sigma^2``) without the entropy term. ``y`` is detached: the measurement is data, not part of a graph.
     """
+    y = y.detach()
 
     def log_density(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fit = data_fit(op, prior.decode(z), y, sigma)
@@ -37,6 +38,7 @@ def latent_log_posterior(prior: Prior, op: Operator, y: torch.Tensor, sigma: flo
 
 def image_log_posterior(prior: Prior, op: Operator, y: torch.Tensor, sigma: float) -> LogDensity:
     """``v -> log p_X(x) - ||A x - y||^2 / (2 sigma^2)`` for flattened images ``v = vec(x)`` (Ambient VI)."""
+    y = y.detach()
 
     def log_density(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = v.reshape(v.shape[0], *prior.data_shape)

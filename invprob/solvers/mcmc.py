@@ -114,7 +114,9 @@ class LangevinKernel:
     ``log_step`` ``(n, 1)`` holds the current step sizes.
     """
 
-    def __init__(self, target: LogDensity, opts: LangevinOptions, like: torch.Tensor, generator) -> None:
+    def __init__(
+        self, target: LogDensity, opts: LangevinOptions, like: torch.Tensor, generator: torch.Generator | None
+    ) -> None:
         self.target, self.opts, self.like, self.generator = target, opts, like, generator
         self.log_step = torch.full((like.shape[0], 1), math.log(opts.step_size), dtype=like.dtype, device=like.device)
 
@@ -156,7 +158,14 @@ class PLKernel:
     implementation; proposals with a non-finite log-posterior are always rejected.
     """
 
-    def __init__(self, target: LogDensity, prior: Prior, opts: PLMCMCOptions, like: torch.Tensor, generator) -> None:
+    def __init__(
+        self,
+        target: LogDensity,
+        prior: Prior,
+        opts: PLMCMCOptions,
+        like: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> None:
         self.target, self.prior, self.opts, self.like, self.generator = target, prior, opts, like, generator
         r = opts.resample_prob
         self.log_keep = math.log1p(-r) if r < 1 else -math.inf
@@ -184,7 +193,7 @@ class PLKernel:
 
 
 def _initial_latents(
-    prior: Prior, n_chains: int, y: torch.Tensor, x_init: torch.Tensor | None, generator
+    prior: Prior, n_chains: int, y: torch.Tensor, x_init: torch.Tensor | None, generator: torch.Generator | None
 ) -> torch.Tensor:
     """``n_chains`` starts per measurement: ``encode(x_init)`` for all, or independent draws from ``p_Z``."""
     if x_init is not None:
@@ -265,14 +274,24 @@ class Langevin(Solver):
     Options = LangevinOptions
     description = "latent Langevin Monte Carlo (ULA or MALA), parallel chains"
 
-    def run(self, op, prior, y, *, x_init, callback, generator) -> Result:
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
         opts: LangevinOptions = self.options
         target = _setup(prior, op, y, opts, self.name)
         z0 = _initial_latents(prior, opts.n_chains, y, x_init, generator)
         kernel = LangevinKernel(target, opts, z0, generator)
         hint = "lower step_size (it must stay below about 2 / the largest curvature of -log p(z | y))"
+        state = _evaluate(target, z0, True)
         moments, chains, rate = run_chains(
-            kernel, _evaluate(target, z0, True), prior, opts, batch=y.shape[0], method=self.name, hint=hint, callback=callback
+            kernel, state, prior, opts, batch=y.shape[0], method=self.name, hint=hint, callback=callback
         )
         result = _chain_result(self.name, opts, moments, chains, rate)
         result.extras["step_size"] = kernel.log_step.exp().reshape(y.shape[0], opts.n_chains)
@@ -290,13 +309,23 @@ class PLMCMC(Solver):
     Options = PLMCMCOptions
     description = "latent Metropolis-Hastings with the PL-MCMC mixture proposal"
 
-    def run(self, op, prior, y, *, x_init, callback, generator) -> Result:
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
         opts: PLMCMCOptions = self.options
         target = _setup(prior, op, y, opts, self.name)
         z0 = _initial_latents(prior, opts.n_chains, y, x_init, generator)
         kernel = PLKernel(target, prior, opts, z0, generator)
         hint = "check the prior and sigma"
+        state = _evaluate(target, z0, False)
         moments, chains, rate = run_chains(
-            kernel, _evaluate(target, z0, False), prior, opts, batch=y.shape[0], method=self.name, hint=hint, callback=callback
+            kernel, state, prior, opts, batch=y.shape[0], method=self.name, hint=hint, callback=callback
         )
         return _chain_result(self.name, opts, moments, chains, rate)

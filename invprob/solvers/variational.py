@@ -53,8 +53,12 @@ _DIVERGED_HINT = "try a smaller lr or a larger sigma"
 class FlowOptions(SolverOptions):
     """Options shared by the variational samplers (the flow, its optimiser and the objective)."""
 
-    sigma: float = Field(gt=0, allow_inf_nan=False, description="noise std of the Gaussian likelihood (smoothing, paper 003 eq. 4)")
-    beta: float = Field(1.0, ge=0, allow_inf_nan=False, description="entropy weight (paper 000 eq. 11); 1 gives the plain KL")
+    sigma: float = Field(
+        gt=0, allow_inf_nan=False, description="noise std of the Gaussian likelihood (smoothing, paper 003 eq. 4)"
+    )
+    beta: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="entropy weight (paper 000 eq. 11); 1 gives the plain KL"
+    )
     steps: int = Field(1000, ge=1, description="optimisation steps")
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Adam learning rate")
     batch_size: int = Field(32, ge=1, description="Monte Carlo samples of the loss per step")
@@ -107,10 +111,7 @@ def fit_flow(
         log_p, fit = log_density(z)
         loss = (opts.beta * log_q - log_p).mean()
         check_loss(loss, step, method, _DIVERGED_HINT)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        _adam_step(optimizer, scheduler, loss)
         history["loss"].append(float(loss.detach()))
         history["data_fit"].append(float(fit.detach().mean()))
         if callback is not None:
@@ -128,17 +129,34 @@ def _optimizer(flow: torch.nn.Module, opts: FlowOptions) -> tuple[torch.optim.Op
     return optimizer, scheduler
 
 
+def _adam_step(optimizer: torch.optim.Optimizer, scheduler: Any, loss: torch.Tensor) -> None:
+    """One optimiser step on the flow only: gradients are taken with respect to the optimiser's
+    parameters, so none accumulate on the (fixed) prior's parameters."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    for param, grad in zip(params, grads):
+        param.grad = grad
+    optimizer.step()
+    scheduler.step()
+
+
 def _mean_history(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
     """Average per-measurement histories step by step."""
     return {k: [sum(v) / len(v) for v in zip(*(h[k] for h in histories))] for k in histories[0]}
 
 
-def _new_flow(dim: int, opts: FlowOptions, like: Prior, generator: torch.Generator | None, **kwargs: Any) -> PreGenerator:
-    flow = PreGenerator(dim, n_layers=opts.n_layers, hidden=opts.hidden, generator=generator, **kwargs)
+def _new_flow(dim: int, opts: FlowOptions, like: Prior, generator: torch.Generator | None) -> PreGenerator:
+    flow = PreGenerator(dim, n_layers=opts.n_layers, hidden=opts.hidden, generator=generator)
     return flow.to(device=like.device, dtype=like.dtype)
 
 
-def _vi_result(name: str, opts: VIOptions, posteriors: list[FlowPosterior], histories: list[dict], generator) -> Result:
+def _vi_result(
+    name: str,
+    opts: VIOptions,
+    posteriors: list[FlowPosterior],
+    histories: list[dict[str, list[float]]],
+    generator: torch.Generator | None,
+) -> Result:
     samples = torch.stack([p.sample(opts.n_samples, generator) for p in posteriors])
     mean, std = summarize(samples)
     return Result(
@@ -165,7 +183,16 @@ class SVI(Solver):
     Options = VIOptions
     description = "composed-flow VI: pre-generator on the latent space (paper 003 eq. 4, paper 000 eq. 11)"
 
-    def run(self, op, prior, y, *, x_init, callback, generator) -> Result:
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
         opts: VIOptions = self.options
         require_latent_density(prior, self.name)
         posteriors, histories = [], []
@@ -188,7 +215,16 @@ class AmbientVI(Solver):
     Options = VIOptions
     description = "VI with a flow in image space and the prior's log_prob (paper 003 baseline)"
 
-    def run(self, op, prior, y, *, x_init, callback, generator) -> Result:
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
         opts: VIOptions = self.options
         require_image_density(prior, self.name)
         posteriors, histories = [], []
@@ -271,7 +307,9 @@ class AmortizedPosterior(torch.nn.Module):
         self.y_shift.copy_(flat.mean(0))
         self.y_scale.copy_(flat.std(0).clamp_min(1e-6 * float(flat.std().clamp_min(1e-12))))
 
-    def sample_latent(self, y: torch.Tensor, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_latent(
+        self, y: torch.Tensor, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` latents per measurement: ``z`` of shape ``(B, n, d)`` and ``log q(z | y)`` ``(B, n)``."""
         context = self.context(y).repeat_interleave(n, dim=0)
         z, log_q = self.flow.sample(context.shape[0], context, generator)
@@ -300,10 +338,10 @@ class AmortizedPosterior(torch.nn.Module):
         tensors, record = load_checkpoint(path)
         if record.get("format") != _FORMAT:
             raise CheckpointError(f"checkpoint {path}: not an amortized posterior (format {record.get('format')!r})")
-        model = cls(**record["config"])
         try:
+            model = cls(**record["config"])
             model.load_state_dict(tensors)
-        except RuntimeError as err:
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"checkpoint {path}: weights do not match the configuration ({err})") from None
         model.history = record.get("history", {})
         return model.to(map_location)
@@ -400,10 +438,7 @@ def _fit_amortized(
         fit = data_fit(op, prior.decode(z), y, opts.sigma)
         loss = (opts.beta * log_q - prior.latent_log_prob(z) + fit).mean()
         check_loss(loss, step, "avi", _DIVERGED_HINT)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        _adam_step(optimizer, scheduler, loss)
         history["loss"].append(float(loss.detach()))
         history["data_fit"].append(float(fit.detach().mean()))
         if callback is not None:
@@ -429,7 +464,16 @@ class AVI(Solver):
     Options = AVIOptions
     description = "amortised composed-flow VI (paper 003 eq. 2, sec. 6.4); train with train_amortized"
 
-    def run(self, op, prior, y, *, x_init, callback, generator) -> Result:
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
         opts: AVIOptions = self.options
         model = opts.amortized
         model.check_compatible(op, prior)
