@@ -413,3 +413,11 @@ def test_every_sampler_runs_on_every_prior_family(family):
     result = solve(op, prior, y, "avi", amortized=model, n_samples=3, generator=seeded())
     assert result.samples.shape == (1, 3, *prior.data_shape) and torch.isfinite(result.samples).all()
     assert all(p.grad is None for p in prior.parameters())  # the prior stays untouched
+
+
+@pytest.mark.parametrize("method", ["svi", "ambient-vi", "langevin"])
+def test_callback_sees_images(method):
+    prior, op = make_prior(), OPERATORS["identity"]()
+    seen = []
+    solve(op, prior, measure(prior, op), method, callback=lambda t, x, info: seen.append((t, x, info)), **TINY[method])
+    assert seen and all(x.shape[1:] == SHAPE and info for _, x, info in seen)

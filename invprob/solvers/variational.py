@@ -82,15 +82,15 @@ class FlowPosterior:
 
     def __init__(self, flow: PreGenerator, decode: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.flow = flow
-        self._decode = decode
+        self.decode = decode
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self._decode(self.flow.sample(n, generator=generator)[0])
+        return self.decode(self.flow.sample(n, generator=generator)[0])
 
 
 def fit_flow(
-    flow: PreGenerator,
+    posterior: FlowPosterior,
     log_density: LogDensity,
     opts: FlowOptions,
     *,
@@ -102,8 +102,10 @@ def fit_flow(
 
     ``log_density(z)`` returns the unnormalised log-posterior and its data-fit part per row.
     Returns the per-step ``loss`` (``KL(q || posterior) - log p(y)`` when ``beta = 1``) and ``data_fit``.
+    ``callback(step, x, info)`` gets the step's Monte Carlo batch of images.
     Raises :class:`SolverDiverged` when the loss becomes non-finite.
     """
+    flow = posterior.flow
     optimizer, scheduler = _optimizer(flow, opts)
     history: dict[str, list[float]] = {"loss": [], "data_fit": []}
     for step in range(opts.steps):
@@ -115,7 +117,9 @@ def fit_flow(
         history["loss"].append(float(loss.detach()))
         history["data_fit"].append(float(fit.detach().mean()))
         if callback is not None:
-            callback(step, z.detach(), {"loss": history["loss"][-1], "data_fit": history["data_fit"][-1]})
+            with torch.no_grad():
+                x = posterior.decode(z.detach())
+            callback(step, x, {"loss": history["loss"][-1], "data_fit": history["data_fit"][-1]})
     flow.eval()
     return history
 
@@ -138,6 +142,11 @@ def _adam_step(optimizer: torch.optim.Optimizer, scheduler: Any, loss: torch.Ten
         param.grad = grad
     optimizer.step()
     scheduler.step()
+
+
+def _unflatten(shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``(N, prod(shape)) -> (N, *shape)``: the "generator" of Ambient VI."""
+    return lambda v: v.reshape(v.shape[0], *shape)
 
 
 def _mean_history(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -197,10 +206,11 @@ class SVI(Solver):
         require_latent_density(prior, self.name)
         posteriors, histories = [], []
         for i in range(y.shape[0]):
-            flow = _new_flow(prior.latent_dim, opts, prior, generator)
+            posterior = FlowPosterior(_new_flow(prior.latent_dim, opts, prior, generator), prior.decode)
             target = latent_log_posterior(prior, op, y[i : i + 1], opts.sigma)
-            histories.append(fit_flow(flow, target, opts, method=self.name, generator=generator, callback=callback))
-            posteriors.append(FlowPosterior(flow, prior.decode))
+            history = fit_flow(posterior, target, opts, method=self.name, generator=generator, callback=callback)
+            histories.append(history)
+            posteriors.append(posterior)
         return _vi_result(self.name, opts, posteriors, histories, generator)
 
 
@@ -229,10 +239,11 @@ class AmbientVI(Solver):
         require_image_density(prior, self.name)
         posteriors, histories = [], []
         for i in range(y.shape[0]):
-            flow = _new_flow(prior.data_dim, opts, prior, generator)
+            posterior = FlowPosterior(_new_flow(prior.data_dim, opts, prior, generator), _unflatten(prior.data_shape))
             target = image_log_posterior(prior, op, y[i : i + 1], opts.sigma)
-            histories.append(fit_flow(flow, target, opts, method=self.name, generator=generator, callback=callback))
-            posteriors.append(FlowPosterior(flow, lambda v: v.reshape(v.shape[0], *prior.data_shape)))
+            history = fit_flow(posterior, target, opts, method=self.name, generator=generator, callback=callback)
+            histories.append(history)
+            posteriors.append(posterior)
         return _vi_result(self.name, opts, posteriors, histories, generator)
 
 
@@ -435,14 +446,15 @@ def _fit_amortized(
         with torch.no_grad():
             y = _simulate(op, prior, images, opts.batch_size, opts.sigma, generator)
         z, log_q = model.flow.sample(opts.batch_size, model.context(y), generator)
-        fit = data_fit(op, prior.decode(z), y, opts.sigma)
+        x = prior.decode(z)
+        fit = data_fit(op, x, y, opts.sigma)
         loss = (opts.beta * log_q - prior.latent_log_prob(z) + fit).mean()
         check_loss(loss, step, "avi", _DIVERGED_HINT)
         _adam_step(optimizer, scheduler, loss)
         history["loss"].append(float(loss.detach()))
         history["data_fit"].append(float(fit.detach().mean()))
         if callback is not None:
-            callback(step, z.detach(), {"loss": history["loss"][-1], "data_fit": history["data_fit"][-1]})
+            callback(step, x.detach(), {"loss": history["loss"][-1], "data_fit": history["data_fit"][-1]})
     return history
 
 
