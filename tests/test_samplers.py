@@ -293,6 +293,8 @@ def test_chains_start_from_x_init():
     opts = dict(TINY["pl-mcmc"], burn_in=0, n_samples=1, perturb_std=1e-6, resample_prob=0.0)
     solve(op, prior, y, "pl-mcmc", x_init=x0, generator=seeded(), callback=lambda t, x, info: seen.append(x), **opts)
     torch.testing.assert_close(seen[0], x0, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="x_init"):
+        solve(op, prior, measure(prior, op, n=2), "pl-mcmc", x_init=x0, **opts)
 
 
 # ---------------------------------------------------------------- bad input and divergence

@@ -155,7 +155,9 @@ class PLKernel:
     a small perturbation with probability ``1 - r`` and a fresh draw from the latent prior with
     probability ``r`` (``r = resample_prob``, ``s = perturb_std``). The acceptance ratio uses the
     mixture density both ways and its logarithm is clamped to ``[-c, c]`` as in the reference
-    implementation; proposals with a non-finite log-posterior are always rejected.
+    implementation; proposals with a non-finite log-posterior are always rejected. (The reference
+    code also maps each proposal through the generator and back, ``z -> f^dagger(f(z))``; for chains
+    that live in the latent space that round trip is the identity, so it is left out.)
     """
 
     def __init__(
@@ -197,6 +199,8 @@ def _initial_latents(
 ) -> torch.Tensor:
     """``n_chains`` starts per measurement: ``encode(x_init)`` for all, or independent draws from ``p_Z``."""
     if x_init is not None:
+        if x_init.shape[0] != y.shape[0]:
+            raise ValueError(f"x_init: expected {y.shape[0]} start image(s), one per measurement, got {x_init.shape[0]}")
         with torch.no_grad():
             return prior.encode(x_init).repeat_interleave(n_chains, dim=0)
     return prior.sample_latent(y.shape[0] * n_chains, 1.0, generator)
