@@ -148,8 +148,8 @@ def test_coupling_starts_as_a_constant_scaling():
     y, logdet = layer(x)
     s = float(bounded_scale(torch.tensor(0.0, dtype=torch.float64)))
     torch.testing.assert_close(y[:, :2], x[:, :2])
-    torch.testing.assert_close(y[:, 2:], x[:, 2:] / s)
-    torch.testing.assert_close(logdet, torch.full((3,), -32 * torch.log(torch.tensor(s, dtype=torch.float64)).item(), dtype=torch.float64))
+    torch.testing.assert_close(y[:, 2:], x[:, 2:] * s)
+    torch.testing.assert_close(logdet, torch.full((3,), 32 * torch.log(torch.tensor(s, dtype=torch.float64)).item(), dtype=torch.float64))
 
 
 def test_sequence_sums_logdets_and_inverts():

@@ -58,6 +58,7 @@ class TrumpetTrainOptions(_Common):
     lr: float = Field(1e-3, gt=0)
     ml_lr: float | None = Field(None, gt=0, description="phase-2 learning rate (default: lr)")
     cycle_weight: float = Field(1.0, ge=0, description="weight of the latent cycle-consistency term")
+    cycle_batch: int = Field(8, ge=1, description="images of each batch used by the cycle term (it costs a pass)")
 
 
 class FlowTrainOptions(_Common):
@@ -84,10 +85,11 @@ def train_trumpet(
 
     Phase 1 (``"mse"``, ``mse_steps``) fits the injective part ``g`` alone with eq. 3,
 
-        L_MSE = mean_i ||x_i - g(g^dagger(x_i))||^2 / n + cycle_weight * mean_i ||g^dagger(g(z'_i)) - z'_i||^2 / d,
+        L_MSE = mean_i ||x_i - g(g^dagger(x_i))||^2 / n + cycle_weight * mean_j ||g^dagger(g(z'_j)) - z'_j||^2 / d,
 
-    ``z'_i = g^dagger(x_i)``; the second (latent cycle-consistency) term penalises pseudo-inverses
-    that stop being left inverses (ill-conditioned injective convolutions). Phase 2 (``"ml"``,
+    ``z'_i = g^dagger(x_i)``; the second (latent cycle-consistency) term, on the first
+    ``cycle_batch`` images of the batch, penalises pseudo-inverses that stop being left inverses
+    (ill-conditioned injective convolutions). Phase 2 (``"ml"``,
     ``ml_steps``) fits the latent flow ``h`` and its Gaussian base alone by maximum likelihood of
     the frozen preimages ``z'_i`` (eq. 4), reported in nats per latent dimension.
 
@@ -107,7 +109,7 @@ def train_trumpet(
     h_params = [*prior.latent_flow.parameters(), prior.base_mean, prior.base_log_std]
     budget = _Budget(stop_after, out_dir)
     phase1 = fit(
-        prior, _mse_loss(opts.cycle_weight), dataset, out_dir, params=g_params, validate=_rel_error(val),
+        prior, _mse_loss(opts.cycle_weight, opts.cycle_batch), dataset, out_dir, params=g_params, validate=_rel_error(val),
         resume=resume, stop_after=budget.for_phase("mse"), steps=opts.mse_steps, lr=opts.lr, phase="mse", **common,
     )
     if budget.stopped("mse", opts.mse_steps):
@@ -185,7 +187,7 @@ def _nats_to_bpd(nll_per_dim: torch.Tensor, n_levels: int, data_range: float) ->
     return (nll_per_dim + math.log(n_levels / data_range)) / math.log(2)
 
 
-def _mse_loss(cycle_weight: float):
+def _mse_loss(cycle_weight: float, cycle_batch: int):
     def loss_fn(model: TRUMPET, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         batch = batch.to(model.device, model.dtype)
         z_prime, _ = model.g_pinv(batch)
@@ -194,7 +196,7 @@ def _mse_loss(cycle_weight: float):
         loss = mse
         metrics = {"mse": float(mse.detach())}
         if cycle_weight:
-            cycle = (model.g_pinv(recon)[0] - z_prime.detach()).pow(2).mean()
+            cycle = (model.g_pinv(recon[:cycle_batch])[0] - z_prime[:cycle_batch].detach()).pow(2).mean()
             loss = loss + cycle_weight * cycle
             metrics["cycle"] = float(cycle.detach())
         return loss, metrics

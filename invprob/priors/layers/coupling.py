@@ -23,10 +23,12 @@ def bounded_scale(h: torch.Tensor) -> torch.Tensor:
 class AffineCoupling(FlowLayer):
     """Affine coupling: part ``x_a`` of the input conditions an affine map of the rest ``x_b``.
 
-    In the normalising direction (``inverse``) ``x_b = s(y_a) * y_b + b(y_a)`` with the scale
-    :func:`bounded_scale`, so in the generative direction (``forward``)
-    ``y_b = (x_b - b(x_a)) / s(x_a)`` and ``logdet = -sum log s`` over the entries of ``x_b``
-    (the Jacobian is triangular). ``x_a`` passes unchanged.
+    In the generative direction (``forward``) ``y_b = s(x_a) * x_b + b(x_a)`` with the scale
+    :func:`bounded_scale` in ``(0.01, 1)``, so ``logdet = sum log s`` over the entries of ``x_b``
+    (the Jacobian is triangular), and ``inverse`` is ``x_b = (y_b - b(y_a)) / s(y_a)``; ``x_a``
+    passes unchanged. The generative map thus scales ``x_b`` down, never up, which keeps
+    ``g(g^dagger(x))`` stable in TRUMPET training (errors from the pseudo-inverses are not
+    multiplied by up to ``1 / 0.01`` on the way back to the image).
 
     ``mask="channel"`` splits the channels into halves (the first ``C // 2`` condition, or the
     last ``C // 2`` if ``flip``);
@@ -84,18 +86,18 @@ class AffineCoupling(FlowLayer):
         if self.mask == "channel":
             xa, xb = self._split(x)
             scale, shift = self._scale_shift(xa)
-            return self._merge(xa, (xb - shift) / scale), -scale.log().flatten(1).sum(1)
+            return self._merge(xa, xb * scale + shift), scale.log().flatten(1).sum(1)
         m = self._checkerboard(x)
         scale, shift = self._scale_shift(x * m)
-        y = x * m + (1 - m) * (x - shift) / scale
-        return y, -((1 - m) * scale.log()).flatten(1).sum(1)
+        y = x * m + (1 - m) * (x * scale + shift)
+        return y, ((1 - m) * scale.log()).flatten(1).sum(1)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mask == "channel":
             ya, yb = self._split(y)
             scale, shift = self._scale_shift(ya)
-            return self._merge(ya, yb * scale + shift), -scale.log().flatten(1).sum(1)
+            return self._merge(ya, (yb - shift) / scale), scale.log().flatten(1).sum(1)
         m = self._checkerboard(y)
         scale, shift = self._scale_shift(y * m)
-        x = y * m + (1 - m) * (y * scale + shift)
-        return x, -((1 - m) * scale.log()).flatten(1).sum(1)
+        x = y * m + (1 - m) * (y - shift) / scale
+        return x, ((1 - m) * scale.log()).flatten(1).sum(1)
