@@ -34,6 +34,18 @@ def build(name: str) -> Prior:
     return PRIOR_FACTORIES[name]().double().eval()
 
 
+@register("nif")
+def _nif() -> Prior:
+    from invprob.priors import NIF
+
+    prior = NIF(
+        (1, 8, 8), 3, n_scales=1, n_steps=1, hidden=4, unet_depth=0, n_latent_steps=2, latent_hidden=8, n_bound_samples=2
+    )
+    with torch.no_grad():
+        prior.log_prob(torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)))  # actnorm initialisation
+    return prior
+
+
 @register("relaxed_flow")
 def _relaxed_flow() -> Prior:
     from invprob.priors import RelaxedInjectiveFlow

@@ -140,30 +140,33 @@ def _digits(n: int = 128) -> torch.utils.data.TensorDataset:
     return torch.utils.data.TensorDataset(images)
 
 
-OPTS = dict(steps=40, batch_size=32, lr=5e-3, checkpoint_every=10, progress=False)
+OPTS = dict(steps=40, batch_size=32, lr=5e-3, checkpoint_every=10, validate_every=20, n_val=32, progress=False)
 
 
 @pytest.mark.parametrize("objective", ["log_frobenius", "frobenius"])
 def test_training_decreases_the_loss_and_saves_the_post_fit_prior(tmp_path, objective):
     prior = _prior()
-    history = train_relaxed_flow(prior, _digits(), tmp_path, objective=objective, n_components=3, **OPTS)
+    report = train_relaxed_flow(prior, _digits(), tmp_path, objective=objective, n_components=3, **OPTS)
+    history = report["injflow"]
     assert sum(history["recon_mse"][-5:]) < 0.7 * sum(history["recon_mse"][:5])
     assert sum(history["loss"][-5:]) < sum(history["loss"][:5])
-    loaded = load_prior_file(tmp_path / "prior", expected_class="RelaxedInjectiveFlow")
+    assert history["val"][-1]["rel_error"] < history["val"][0]["rel_error"]
+    assert set(report["metrics"]) == {"rel_error", "latent_nll"}
+    loaded = load_prior_file(tmp_path, expected_class="RelaxedInjectiveFlow")
     assert loaded.config()["density_kind"] == "gmm" and loaded.density_means.shape == (3, 3)
     codes = encode_dataset(loaded, _digits())
     assert codes.shape == (128, 3)
     z = codes[:5]
     torch.testing.assert_close(loaded.latent_log_prob(z), prior.latent_log_prob(z), rtol=0, atol=0)
-    assert loaded.metadata["objective"] == objective
+    assert loaded.metadata["options"]["objective"] == objective
 
 
 def test_training_resumes_like_an_uninterrupted_run(tmp_path):
     full = _prior()
     train_relaxed_flow(full, _digits(), tmp_path / "full", density="gaussian", **{**OPTS, "steps": 20})
     killed = _prior()
-    train_relaxed_flow(killed, _digits(), tmp_path / "killed", density="gaussian", stop_after=7, **{**OPTS, "steps": 20})
-    assert not (tmp_path / "killed" / "prior").exists()
+    report = train_relaxed_flow(killed, _digits(), tmp_path / "killed", density="gaussian", stop_after=7, **{**OPTS, "steps": 20})
+    assert not report["finished"] and not (tmp_path / "killed" / "config.json").exists()
     resumed = _prior()
     train_relaxed_flow(resumed, _digits(), tmp_path / "killed", density="gaussian", resume=True, **{**OPTS, "steps": 20})
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
@@ -179,6 +182,8 @@ def test_bad_configurations_and_checkpoints_are_refused(tmp_path):
         RelaxedInjectiveFlow((64,), 2)
     with pytest.raises(ValueError, match="objective"):
         train_relaxed_flow(_prior(), _digits(), tmp_path, objective="frob", **OPTS)
+    with pytest.raises(ValueError, match="eta"):
+        train_relaxed_flow(_prior(), _digits(), tmp_path, eta=0.0, **OPTS)
     with pytest.raises(ValueError, match="objective"):
         injflow_loss(_prior(), torch.zeros(2, 1, 8, 8), None, objective="frob")
     prior = _prior()

@@ -9,9 +9,10 @@ from .linear_gaussian import GaussianPosterior, LinearGaussianPrior
 
 __all__ += ["GaussianPosterior", "LinearGaussianPrior"]
 
+from .nif import NIF, GaussianNIFLayer
 from .relaxed import RelaxedInjectiveFlow
 
-__all__ += ["RelaxedInjectiveFlow"]
+__all__ += ["GaussianNIFLayer", "NIF", "RelaxedInjectiveFlow"]
 
 from .logdet import logdet_jtj_exact, logdet_jtj_series
 from .trumpet import TRUMPET

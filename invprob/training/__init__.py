@@ -5,9 +5,10 @@ from .loop import FitOptions, TrainingDiverged, fit
 
 __all__ = ["CheckpointError", "FitOptions", "TrainingDiverged", "atomic_write", "fit", "load_checkpoint", "save_checkpoint"]
 
-from .relaxed import train_relaxed_flow
+from .nif import NIFTrainOptions, train_nif
+from .relaxed import RelaxedTrainOptions, train_relaxed_flow
 
-__all__ += ["train_relaxed_flow"]
+__all__ += ["NIFTrainOptions", "RelaxedTrainOptions", "train_nif", "train_relaxed_flow"]
 
 from .priors import FlowTrainOptions, TrumpetTrainOptions, bits_per_dim, train_flow, train_trumpet
 

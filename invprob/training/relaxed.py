@@ -1,22 +1,45 @@
 """Training relaxed injective flows (:class:`~invprob.priors.relaxed.RelaxedInjectiveFlow`).
 
-One :func:`~invprob.training.loop.fit` phase (``"injflow"``) minimises eq. 9 or eq. 10 of the
+One :func:`invprob.training.fit` phase (``"injflow"``) minimises eq. 9 or eq. 10 of the
 relaxed-flow paper with the penalty weights increased every step,
 ``mu = mu_in = 1 + step**nu / 1000`` (paper sec. 4, ``nu`` in {1, 1.3}); then a latent density
-is fitted to the encoded training set (sec. 2.2.1) and the prior is saved.
+is fitted to the encoded training set (sec. 2.2.1) and the prior is written to ``out_dir`` like
+the other priors (atomic, resumable checkpoints under ``out_dir/injflow-state/``).
+
+Example::
+
+    prior = RelaxedInjectiveFlow((1, 32, 32), 32, channels=(32, 64, 128))
+    report = train_relaxed_flow(prior, load_dataset("digits", "train"), "runs/injflow-digits", steps=15000)
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import time
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch.utils.data import Dataset
 
 from ..priors.relaxed import Objective, RelaxedInjectiveFlow, injflow_loss
-from .loop import FitOptions, ValidateFn, fit
+from .loop import fit
+from .priors import _Common, _finish, _fit_options, _validation_batch
+
+
+class RelaxedTrainOptions(_Common):
+    """Options of :func:`train_relaxed_flow` (unknown keys are rejected)."""
+
+    steps: int = Field(ge=1)
+    lr: float = Field(1e-3, gt=0)
+    objective: Objective = Field("log_frobenius", description="eq. 9 (InjFlow^ln) or eq. 10 ('frobenius', InjFlow)")
+    eta: float = Field(0.1, gt=0, description="singular-value threshold of the local-injectivity penalty")
+    nu: float = Field(1.0, gt=0, description="exponent of the penalty schedule 1 + step**nu / 1000")
+    lam: float = Field(1.0, gt=0, description="fixed lambda of eq. 10")
+    fd_eps: float | None = Field(None, gt=0, description="finite-difference JVP step (eq. 8); None: exact JVP")
+    density: Literal["gaussian", "gmm"] = Field("gmm", description="post-fit latent density")
+    n_components: int = Field(10, ge=1, description="components of the post-fit mixture")
+    density_seed: int = Field(0, ge=0)
 
 
 def penalty_weight(step: int, nu: float) -> float:
@@ -24,7 +47,7 @@ def penalty_weight(step: int, nu: float) -> float:
     return 1.0 + step**nu / 1000.0
 
 
-def encode_dataset(prior: RelaxedInjectiveFlow, dataset: Dataset, batch_size: int = 256) -> torch.Tensor:
+def encode_dataset(prior: RelaxedInjectiveFlow, dataset: Dataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Amortised codes ``h(x)`` of every item of ``dataset``, shape ``(len(dataset), d)``."""
     codes = []
     with torch.no_grad():
@@ -37,77 +60,53 @@ def encode_dataset(prior: RelaxedInjectiveFlow, dataset: Dataset, batch_size: in
 
 def train_relaxed_flow(
     prior: RelaxedInjectiveFlow,
-    dataset: Dataset,
+    dataset: Dataset | torch.Tensor,
     out_dir: str | os.PathLike,
     *,
-    objective: Objective = "log_frobenius",
-    eta: float = 0.1,
-    nu: float = 1.0,
-    lam: float = 1.0,
-    fd_eps: float | None = None,
-    density: Literal["gaussian", "gmm"] = "gmm",
-    n_components: int = 10,
-    density_seed: int = 0,
-    validate: ValidateFn | None = None,
+    val_dataset: Dataset | torch.Tensor | None = None,
     resume: bool = False,
     stop_after: int | None = None,
-    **fit_options: Any,
-) -> dict[str, list]:
-    """Train ``prior`` on ``dataset``, fit its post-fit latent density and save it.
+    command: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train ``prior`` with eq. 9 / eq. 10, fit its post-fit latent density and save it to ``out_dir``.
 
-    Args:
-        objective: ``"log_frobenius"`` (eq. 9, InjFlow^ln) or ``"frobenius"`` (eq. 10, InjFlow,
-            with the fixed ``lam``).
-        eta: singular-value threshold of the local-injectivity penalty (0.1 in the paper).
-        nu: exponent of the penalty schedule :func:`penalty_weight`.
-        fd_eps: use the finite-difference Jacobian-vector product of eq. 8 with this step
-            instead of the exact product.
-        density, n_components, density_seed: the post-fit latent density (``"gmm"`` with 10
-            components, or one full-covariance ``"gaussian"``), fitted by scikit-learn.
-        fit_options: options of :class:`~invprob.training.loop.FitOptions` (``steps`` etc.).
-
-    The training prior weight is ``1 / (2 prior.prior_std^2)``. Checkpoints go to
-    ``out_dir/injflow-state/``; after the last step the prior, with its fitted density, is saved
-    to ``out_dir/prior/``. Returns the training history.
+    The training prior weight is ``1 / (2 prior.prior_std^2)``; ``objective="frobenius"`` uses the
+    fixed ``lam``; ``fd_eps`` switches to the finite-difference product of eq. 8. After the last
+    step the codes ``h(x)`` of the whole training set get the post-fit density (``"gmm"`` with
+    ``n_components`` full-covariance components, or one full-covariance ``"gaussian"``, fitted by
+    scikit-learn). Validation (first ``n_val`` images of ``val_dataset``, default the training
+    set) reports ``rel_error = mean ||x - g(h(x))|| / ||x||``; the final metrics add
+    ``latent_nll`` (mean ``-log p_z(h(x)) / d`` under the post-fit density). ``stop_after`` ends
+    the call early without saving (``finished=False``). See :class:`RelaxedTrainOptions`.
     """
-    if objective not in ("log_frobenius", "frobenius"):
-        raise ValueError(f"objective: expected 'log_frobenius' or 'frobenius', got {objective!r}")
-    if not (isinstance(eta, (int, float)) and eta > 0 and isinstance(nu, (int, float)) and nu > 0 and lam > 0):
-        raise ValueError(f"eta, nu, lam: expected positive numbers, got {eta!r}, {nu!r}, {lam!r}")
-    if density not in ("gaussian", "gmm"):
-        raise ValueError(f"density: expected 'gaussian' or 'gmm', got {density!r}")
-    opts = FitOptions(**{"phase": "injflow", **fit_options})
+    opts = RelaxedTrainOptions(**options)
+    if not isinstance(prior, RelaxedInjectiveFlow):
+        raise TypeError(f"prior: expected a RelaxedInjectiveFlow, got {type(prior).__name__}")
+    start = time.perf_counter()
+    val = _validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
 
     def loss_fn(
         model: RelaxedInjectiveFlow, batch: torch.Tensor, generator: torch.Generator, step: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        weight = penalty_weight(step, nu)
-        batch = batch.to(model.device, model.dtype)
+        weight = penalty_weight(step, opts.nu)
         return injflow_loss(
-            model, batch, generator, objective=objective, mu=weight, mu_in=weight, eta=eta, lam=lam, fd_eps=fd_eps
+            model, batch.to(model.device, model.dtype), generator, objective=opts.objective,
+            mu=weight, mu_in=weight, eta=opts.eta, lam=opts.lam, fd_eps=opts.fd_eps,
         )
+
+    def validate(model: RelaxedInjectiveFlow) -> dict[str, float]:
+        residual = (val - model.decoder(model.amortised_encode(val))).flatten(1).norm(dim=1)
+        return {"rel_error": float((residual / val.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())}
 
     history = fit(
-        prior,
-        loss_fn,
-        dataset,
-        out_dir,
-        validate=validate,
-        resume=resume,
-        stop_after=stop_after,
-        pass_step=True,
-        **opts.model_dump(),
+        prior, loss_fn, dataset, out_dir, validate=validate, resume=resume, stop_after=stop_after, pass_step=True,
+        steps=opts.steps, lr=opts.lr, phase="injflow", **_fit_options(opts),
     )
-    if history["step"] and history["step"][-1] == opts.steps:
-        from ..priors.io import save_prior  # deferred: invprob.priors.io imports this package
-
-        prior.fit_latent_density(encode_dataset(prior, dataset), density, n_components, density_seed)
-        save_prior(
-            prior,
-            Path(out_dir) / "prior",
-            trainer="train_relaxed_flow",
-            objective=objective,
-            steps=opts.steps,
-            final_loss=history["loss"][-1],
-        )
-    return history
+    if history["step"][-1] < opts.steps:
+        return {"finished": False, "injflow": history}
+    prior.eval().fit_latent_density(encode_dataset(prior, dataset), opts.density, opts.n_components, opts.density_seed)
+    with torch.no_grad():
+        latent_nll = -prior.latent_log_prob(prior.amortised_encode(val)).mean() / prior.latent_dim
+        metrics = {**validate(prior), "latent_nll": float(latent_nll)}
+    return _finish(prior, out_dir, "train_relaxed_flow", opts, metrics, {"injflow": history}, start, command)
