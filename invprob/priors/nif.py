@@ -172,7 +172,8 @@ class GaussianNIFLayer(nn.Module):
 
 
 def _check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+    numeric = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+    if not numeric or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
     return float(temperature)
 
@@ -342,7 +343,9 @@ class NIF(Prior):
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         return randn(n * batch, self.latent_dim, generator, self).reshape(n, batch, self.latent_dim)
 
-    def elbo_terms(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def elbo_terms(
+        self, x: torch.Tensor, n: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Manifold term, ``log p_z`` of ``n`` draws of ``q(z|x')`` ``(n, B)``, and ``log|det J_F|``."""
         x_prime, logdet_f = self.to_manifold_space(x)
         z = self.layer.inverse_sample_from_noise(x_prime, self._noise(n, x.shape[0], generator))
@@ -362,7 +365,9 @@ class NIF(Prior):
         return manifold + torch.logsumexp(log_pz, 0) - math.log(n) - logdet_f
 
 
-def nif_loss(prior: NIF, x: torch.Tensor, generator: torch.Generator | None, n_samples: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
+def nif_loss(
+    prior: NIF, x: torch.Tensor, generator: torch.Generator | None, n_samples: int = 1
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Negative eq. 7 bound per data dimension (batch mean), with the bound's parts as metrics."""
     manifold, log_pz, logdet_f = prior.elbo_terms(x, n_samples, generator)
     elbo = manifold + log_pz.mean(0) - logdet_f

@@ -44,11 +44,9 @@ DensityKind = Literal["prior", "gaussian", "gmm"]
 LOG_2PI = math.log(2 * math.pi)
 
 
-def _check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+def _check_positive(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -102,7 +100,7 @@ class RelaxedInjectiveFlow(Prior):
         self,
         data_shape: tuple[int, int, int],
         latent_dim: int,
-        channels: tuple[int, ...] = (32, 64),
+        channels: tuple[int, ...] = (32, 64, 128),
         prior_std: float = 1.0,
         refine_steps: int = 5,
         n_components: int = 1,
