@@ -117,3 +117,19 @@ def test_cli_solve_writes_reconstruction(tmp_path, pca_prior_dir, capsys):
     assert "SNR" in capsys.readouterr().out
     assert (tmp_path / "out" / "reconstruction.npz").is_file() and (tmp_path / "out" / "reconstruction.png").is_file()
     assert main(["solve", "--image", str(tmp_path / "missing.png"), "--prior", str(pca_prior_dir)]) == 1
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    args = ["train", "trumpet", "--data", "ellipses", "--size", "16", "--out", str(out), "--latent-dim", "16",
+            "--arch", "n_scales=2", "--arch", "hidden=4", "--arch", "latent_hidden=8", "--arch", "n_latent_steps=2",
+            "--opt", "mse_steps=3", "--opt", "ml_steps=2", "--opt", "batch_size=4", "--opt", "n_val=4", "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "prior saved" in capsys.readouterr().out
+    assert main(args) == 1 and "resume" in capsys.readouterr().err  # a checkpoint is there
+    assert main([*args, "--resume"]) == 0
+    from invprob import load_prior
+
+    assert load_prior(out).data_shape == (1, 16, 16)
+    assert main(["train", "trumpet", "--out", str(tmp_path / "x"), "--opt", "mse_stepz=3"]) == 1
+    assert "mse_stepz" in capsys.readouterr().err
