@@ -67,16 +67,26 @@ SPECS: dict[str, Spec] = {
     "trumpet-digits": Spec(
         description="TRUMPET injective flow, 1x32x32 handwritten digits (scikit-learn), latent 64",
         dataset="digits", dataset_options={},
-        build=_build("TRUMPET", (1, 32, 32), 64, n_scales=3, n_bijective=1, hidden=32, unet_depth=2),
+        build=_build("TRUMPET", (1, 32, 32), 64, hidden=16, latent_hidden=64),
         train=_trainer("train_trumpet"),
-        options=dict(mse_steps=3000, ml_steps=2000, batch_size=64, lr=1e-3, checkpoint_every=250, validate_every=500),
+        options=dict(mse_steps=2500, ml_steps=600, batch_size=64, lr=1e-3, ml_lr=1e-4, checkpoint_every=250,
+                     validate_every=100),
     ),
     "trumpet-ellipses": Spec(
         description="TRUMPET injective flow, 1x64x64 random-ellipse CT phantoms, latent 128",
         dataset="ellipses", dataset_options={"size": 64},
-        build=_build("TRUMPET", (1, 64, 64), 128, n_scales=4, n_bijective=1, hidden=16, unet_depth=2),
+        build=_build("TRUMPET", (1, 64, 64), 128, n_scales=4, hidden=16, latent_hidden=64),
         train=_trainer("train_trumpet"),
-        options=dict(mse_steps=3000, ml_steps=1500, batch_size=32, lr=1e-3, checkpoint_every=250, validate_every=500),
+        options=dict(mse_steps=2500, ml_steps=600, batch_size=32, lr=1e-3, ml_lr=1e-4, checkpoint_every=250,
+                     validate_every=100),
+    ),
+    "realnvp-digits": Spec(
+        description="RealNVP multiscale bijective flow, 1x32x32 handwritten digits (exact log-density)",
+        dataset="digits", dataset_options={},
+        build=_build("RealNVP", (1, 32, 32)),
+        train=_trainer("train_flow"),
+        options=dict(steps=3000, batch_size=64, lr=1e-3, checkpoint_every=250, validate_every=500),
+        extra_metrics=lambda prior, x: _bits_per_dim(prior, x),
     ),
     "nif-digits": Spec(
         description="noisy injective flow (deep NIF), 1x32x32 handwritten digits, latent 32",
@@ -93,6 +103,14 @@ SPECS: dict[str, Spec] = {
         options=dict(steps=10000, batch_size=64, lr=1e-3, checkpoint_every=500, validate_every=2500),
     ),
 }
+
+
+def _bits_per_dim(prior: Any, x: torch.Tensor) -> dict[str, float]:
+    from invprob.training import bits_per_dim
+
+    with torch.no_grad():
+        log_p = torch.cat([prior.log_prob(chunk) for chunk in x.split(64)])
+    return {"test_bits_per_dim": float(bits_per_dim(log_p, prior.data_dim).mean())}
 
 
 def train(name: str, runs: Path) -> Path:
