@@ -106,7 +106,7 @@ def fit(
         loss, metrics = loss_fn(model, batch, generator, step) if pass_step else loss_fn(model, batch, generator)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"{opts.phase}: loss became {float(loss)} at step {step}; try a smaller lr or stronger clip_grad"
+                f"{opts.phase}: loss became {float(loss.detach())} at step {step}; try a smaller lr or stronger clip_grad"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
