@@ -1,0 +1,58 @@
+"""Limited-angle CT with uncertainty quantification through the Python API (TRUMPET paper sec. 4.3, fig. 3).
+
+Measures the Shepp-Logan phantom with 30 projection angles in [30°, 150°] (a 60° missing wedge)
+at 30 dB SNR, reconstructs it with iFlow-L, draws posterior samples with composed-flow SVI, and
+writes the uncertainty maps (.npz + PNG), a JSON summary and a reliability diagram to ``--out``.
+The calibration pools the phantom with a few ellipse test phantoms. Afterwards the script
+recomputes two of the summary's numbers from the samples with :mod:`invprob.uq`, to show the
+building blocks.
+
+Needs the shipped ``trumpet-ellipses`` prior (or ``--prior PATH`` to a checkpoint of 1 x N x N
+images); without it, ``invprob.load_prior`` says which priors are installed.
+
+Run: ``python examples/ct_uq.py [--prior PATH] [--out runs/example-ct-uq]``
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from invprob import uq
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="limited-angle CT uncertainty maps and calibration")
+    parser.add_argument("--prior", default="trumpet-ellipses", help="shipped prior name or checkpoint directory")
+    parser.add_argument("--out", default="runs/example-ct-uq", help="output directory")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    result = uq.ct_workflow(
+        "shepp-logan",
+        prior=args.prior,
+        out=args.out,
+        angles=np.linspace(30.0, 150.0, 30),
+        snr_db=30.0,
+        sampler="svi",
+        n_samples=64,
+        calibration=4,
+        progress=True,
+    )
+    summary = result.summary
+    for name, scores in summary["metrics"].items():
+        print(f"{name:5s} SNR {scores['snr_db']:.2f} dB, SSIM {scores['ssim']:.3f}")
+    print(f"missing wedge(s) {summary['missing_wedges_deg']}, energy ratio {summary['wedge_energy_ratio']:.2f}")
+
+    rec = result.reconstruction
+    ratio = uq.wedge_energy_ratio(rec.samples, summary["angles_deg"])
+    cover = uq.coverage(rec.samples, rec.truth, levels=(0.5, 0.9))
+    print(f"recomputed from the phantom's samples: ratio {float(ratio):.2f}, "
+          f"coverage at 50 % / 90 %: {cover[0]:.3f} / {cover[1]:.3f}")
+    print("files:", ", ".join(str(p) for p in result.files.values()))
+
+
+if __name__ == "__main__":
+    main()
