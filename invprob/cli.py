@@ -245,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("svi", "langevin"), default="svi", help="posterior sampler (default: svi)")
     p.add_argument("--n-samples", type=int, default=64,
                    help="posterior samples per measurement; a level l needs at least (1+l)/(1-l) (default: 64)")
-    p.add_argument("--calibration", type=int, default=8,
-                   help="ellipse test phantoms added to the calibration set (default: 8; 0: the phantom only)")
+    p.add_argument("--calibration", type=int, default=4,
+                   help="ellipse test phantoms added to the calibration set (default: 4; 0: the phantom only)")
     p.add_argument("--levels", default="0.5,0.8,0.9,0.95",
                    help="nominal levels of the central credible intervals checked (default: 0.5,0.8,0.9,0.95)")
     p.add_argument("--map-opt", action="append", default=[], metavar="KEY=VALUE",

@@ -76,7 +76,8 @@ def _outline_wedges(ax: plt.Axes, size: int, wedges: Sequence[tuple[float, float
     centre, radius = size // 2, size / 2
     for start, end in wedges:
         for turn in (0.0, 180.0):
-            ax.add_patch(Wedge((centre, centre), radius, turn - end, turn - start, fill=False, edgecolor="cyan", linewidth=1.2))
+            outline = Wedge((centre, centre), radius, turn - end, turn - start, fill=False, edgecolor="cyan", linewidth=1.2)
+            ax.add_patch(outline)
 
 
 def uncertainty_figure(

@@ -242,7 +242,9 @@ def fourier_deviation(samples: torch.Tensor, p: float = 1.0, dim: int = 0) -> to
     return torch.fft.fftshift(deviation, dim=(-2, -1))
 
 
-def missing_wedges(angles: Sequence[float] | np.ndarray | torch.Tensor, gap_factor: float = 2.0) -> list[tuple[float, float]]:
+def missing_wedges(
+    angles: Sequence[float] | np.ndarray | torch.Tensor, gap_factor: float = 2.0
+) -> list[tuple[float, float]]:
     """Angular gaps of a CT scan, ``(start, end)`` in degrees with ``0 <= start < 180`` and ``end > start``.
 
     The angles (each in ``[0, 180)``) are sorted on the circle of directions modulo 180°; a gap

@@ -166,9 +166,8 @@ def load_phantom(source: str | Path | torch.Tensor | np.ndarray, shape: tuple[in
         _check_image_shape(tuple(x.shape), shape, "phantom")
         return x, f"array {tuple(x.shape)}"
     text = str(source)
-    name, _, index = text.partition(":")
-    if name == "ellipses":
-        k = _ellipse_index(index)
+    k = _ellipse_source(text)
+    if k is not None:
         _check_single_channel(c, "ellipse phantoms")
         return load_dataset("ellipses", split="test", size=n)[k], f"ellipses test phantom {k}"
     if text == "shepp-logan":
@@ -184,11 +183,19 @@ def load_phantom(source: str | Path | torch.Tensor | np.ndarray, shape: tuple[in
     return read_image(path, shape), str(path)
 
 
-def _ellipse_index(text: str) -> int:
+def _ellipse_source(source: object) -> int | None:
+    """The test index ``K`` of a source ``"ellipses"`` / ``"ellipses:K"``; None for any other source."""
+    if not isinstance(source, str):
+        return None
+    name, _, text = source.partition(":")
+    if name != "ellipses":
+        return None
     try:
         k = int(text) if text else 0
     except ValueError:
-        raise ValueError(f"phantom: expected ellipses:K with an integer K in 0..{N_TEST_ELLIPSES - 1}, got {text!r}") from None
+        raise ValueError(
+            f"phantom: expected ellipses:K with an integer K in 0..{N_TEST_ELLIPSES - 1}, got {text!r}"
+        ) from None
     if not 0 <= k < N_TEST_ELLIPSES:
         raise ValueError(f"phantom: ellipse test phantoms are numbered 0..{N_TEST_ELLIPSES - 1}, got {k}")
     return k
@@ -281,7 +288,8 @@ def reconstruct(
         fbp = op.fbp(batch)[0]
     x_map, seconds_map = None, 0.0
     if with_map:
-        result = solve(op, prior, batch, MAP_METHOD, generator=generator, **{"sigma": sigma, "lam": 1.0, **(map_options or {})})
+        options = {"sigma": sigma, "lam": 1.0, **(map_options or {})}
+        result = solve(op, prior, batch, MAP_METHOD, generator=generator, **options)
         x_map, seconds_map = result.x_hat[0], result.seconds
     options = default_sampler_options(sampler, sigma, n_samples, sampler_options)
     result = solve(op, prior, batch, sampler, generator=generator, **options)
@@ -369,7 +377,7 @@ def ct_workflow(
     snr_db: float = 30.0,
     sampler: str = "svi",
     n_samples: int = 64,
-    calibration: int | torch.Tensor | np.ndarray = 8,
+    calibration: int | torch.Tensor | np.ndarray = 4,
     levels: Sequence[float] = DEFAULT_LEVELS,
     map_options: dict[str, Any] | None = None,
     sampler_options: dict[str, Any] | None = None,
@@ -437,8 +445,8 @@ def ct_workflow(
                       map_options=map_options, sampler_options=sampler_options, generator=generator)
     maps = uq_maps(rec, angles_t)
     start = time.perf_counter()
-    exclude = _ellipse_index(source.partition(":")[2]) if isinstance(source, str) and source.startswith("ellipses") else None
-    cal = _calibrate(op, model, rec, calibration, exclude, snr_db, sampler, n_samples, sampler_options, levels_t, seed, say)
+    cal = _calibrate(op, model, rec, calibration, _ellipse_source(source), snr_db, sampler, n_samples, sampler_options,
+                     levels_t, seed, say)
     seconds_cal = time.perf_counter() - start
     summary = {
         "phantom": label,
@@ -498,7 +506,9 @@ def _load_measurement(
         measurement = np.load(measurement)
     y = to_tensor(measurement, "measurement").to(device=prior.device, dtype=prior.dtype)
     if tuple(y.shape) != tuple(op.out_shape):
-        raise ValueError(f"measurement: expected a sinogram of shape {tuple(op.out_shape)} (C, n_angles, N), got {tuple(y.shape)}")
+        raise ValueError(
+            f"measurement: expected a sinogram of shape {tuple(op.out_shape)} (C, n_angles, N), got {tuple(y.shape)}"
+        )
     return y, float(sigma)
 
 

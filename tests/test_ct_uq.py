@@ -246,3 +246,13 @@ def test_cli_uq_ct(tiny_prior, tmp_path, capsys):
     assert err.startswith("invprob: error: snr_db") and err.count("\n") == 1
     assert main([*common, "--angles", "10,200"]) == 1
     assert "[0, 180)" in capsys.readouterr().err
+
+
+def test_cli_uq_ct_help_names_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["uq-ct", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--phantom", "--measurement", "--sigma", "--prior", "--angles", "--snr", "--sampler",
+                   "--n-samples", "--calibration", "--levels", "--map-opt", "--sampler-opt", "--seed", "--out"):
+        assert option in text
