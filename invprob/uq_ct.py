@@ -107,17 +107,18 @@ def parse_angles(text: str) -> np.ndarray:
     """Angles in degrees from ``"FIRST:LAST:COUNT"`` (``COUNT`` evenly spaced, ends included) or ``"a,b,c"``."""
     parts = text.split(":")
     try:
-        if len(parts) == 3:
-            first, last, count = float(parts[0]), float(parts[1]), int(parts[2])
-            if count < 1:
-                raise ValueError(f"angles: COUNT must be at least 1, got {count}")
-            return default_angles(count, first, last)
         if len(parts) == 1:
             return np.array([float(a) for a in text.split(",") if a.strip()])
-    except ValueError as err:
-        if str(err).startswith("angles:"):
-            raise
-    raise ValueError(f"angles: expected FIRST:LAST:COUNT (e.g. 30:150:30) or a comma-separated list, got {text!r}")
+        if len(parts) != 3:
+            raise ValueError(text)
+        first, last, count = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(
+            f"angles: expected FIRST:LAST:COUNT (e.g. 30:150:30) or a comma-separated list, got {text!r}"
+        ) from None
+    if count < 1:
+        raise ValueError(f"angles: COUNT must be at least 1, got {count}")
+    return default_angles(count, first, last)
 
 
 def check_settings(snr_db: float, sampler: str, n_samples: int, levels: Sequence[float]) -> tuple[float, ...]:

@@ -177,6 +177,18 @@ def test_ct_workflow_end_to_end_writes_maps_figure_and_summary(tiny_prior, tmp_p
     assert set(summary["seconds"]) == {"map", "sampler", "per_sample", "calibration"}
 
 
+def test_ct_workflow_is_calibrated_when_the_prior_is_the_truth(tmp_path):
+    """Phantoms drawn from a linear-Gaussian prior, exact-target MALA: coverage near the nominal levels."""
+    prior = LinearGaussianPrior(0.3 * torch.randn(SIZE * SIZE, 8, generator=gen(12)), data_shape=(1, SIZE, SIZE))
+    truths = prior.sample(20, generator=gen(13))
+    options = {"n_chains": 4, "burn_in": 300, "thin": 5, "step_size": 1e-3}
+    result = ct_workflow(truths[0], prior=prior, calibration=truths[1:], out=tmp_path, angles=ANGLES, sampler="langevin",
+                         n_samples=40, levels=(0.5, 0.8, 0.9), map_options={"iterations": 3}, sampler_options=options)
+    cal = result.summary["calibration"]
+    assert len(cal["phantoms"]) == 20
+    np.testing.assert_allclose(cal["coverage"], [0.5, 0.8, 0.9], atol=0.06)
+
+
 def test_ct_workflow_with_langevin_and_a_given_measurement(tiny_prior, tmp_path):
     op = LimitedAngleCT((1, SIZE, SIZE), ANGLES)
     y = op(torch.zeros(1, 1, SIZE, SIZE))[0] + 0.1 * torch.randn(op.out_shape, generator=gen(11))
