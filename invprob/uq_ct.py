@@ -433,6 +433,7 @@ def ct_workflow(
     model = _load_prior(prior, device)
     shape = _ct_shape(model)
     op = LimitedAngleCT(shape, angles_t).to(device=model.device)
+    cal_images, cal_labels = calibration_phantoms(calibration, shape, _ellipse_source(source))
     generator = torch.Generator().manual_seed(seed)
     if source is not None:
         truth, label = load_phantom(source, shape)
@@ -446,8 +447,8 @@ def ct_workflow(
                       map_options=map_options, sampler_options=sampler_options, generator=generator)
     maps = uq_maps(rec, angles_t)
     start = time.perf_counter()
-    cal = _calibrate(op, model, rec, calibration, _ellipse_source(source), snr_db, sampler, n_samples, sampler_options,
-                     levels_t, seed, say)
+    cal = _calibrate(op, model, rec, cal_images, cal_labels, snr_db, sampler, n_samples, sampler_options, levels_t,
+                     seed, say)
     seconds_cal = time.perf_counter() - start
     summary = {
         "phantom": label,
@@ -524,8 +525,8 @@ def _calibrate(
     op: LimitedAngleCT,
     prior: Prior,
     rec: Reconstruction,
-    calibration: int | torch.Tensor | np.ndarray,
-    exclude: int | None,
+    images: torch.Tensor,
+    labels: list[str],
     snr_db: float,
     sampler: str,
     n_samples: int,
@@ -535,7 +536,6 @@ def _calibrate(
     say: Any,
 ) -> dict[str, Any] | None:
     """Coverage pooled over the phantom (when its truth is known) and the calibration set; None if empty."""
-    images, labels = calibration_phantoms(calibration, tuple(prior.data_shape), exclude)
     truths = [] if rec.truth is None else [rec.truth]
     samples = [] if rec.truth is None else [rec.samples]
     names = [] if rec.truth is None else ["phantom"]

@@ -232,6 +232,10 @@ def test_ct_workflow_rejects_bad_inputs(tiny_prior, tmp_path):
         ct_workflow(prior=LinearGaussianPrior(torch.randn(32, 4), data_shape=(1, 4, 8)), out=tmp_path)
     with pytest.raises(ValueError, match="sampler"):
         ct_workflow(sampler="mcmc", **run)
+    with pytest.raises(ValueError, match="calibration"):
+        ct_workflow(calibration=100, **run)
+    with pytest.raises(ValueError, match="calibration"):
+        ct_workflow(calibration=torch.zeros(2, 1, 8, 8), **run)
     assert not any(tmp_path.glob("*.png"))
 
 
