@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +35,26 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], "tuple[torch.Tenso
 ValidateFn = Callable[[nn.Module], "dict[str, float]"]
 
 
-class FitOptions(BaseModel):
-    """Options of :func:`fit` (validated; unknown keys are rejected)."""
+class LoopSettings(BaseModel):
+    """The options of :func:`fit` that every trainer passes through unchanged (unknown keys are rejected)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: int = Field(ge=1, description="number of optimizer steps")
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
     clip_grad: float | None = Field(1.0, gt=0, description="gradient-norm clipping; None disables it")
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(200, ge=1)
     validate_every: int = Field(500, ge=1)
-    phase: str = Field("train", pattern=r"^[A-Za-z0-9_-]+$")
     progress: bool = True
+
+
+class FitOptions(LoopSettings):
+    """Options of :func:`fit` (validated; unknown keys are rejected)."""
+
+    steps: int = Field(ge=1, description="number of optimizer steps")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    phase: str = Field("train", pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class TrainingDiverged(RuntimeError):
@@ -131,7 +136,11 @@ def _batch(dataset: Dataset, opts: FitOptions, step: int) -> torch.Tensor:
     per_epoch = len(dataset) // opts.batch_size
     epoch, index = divmod(step, per_epoch)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(opts.seed * 7919 + epoch))
-    items = [dataset[int(i)] for i in order[index * opts.batch_size : (index + 1) * opts.batch_size]]
+    return stack_items([dataset[int(i)] for i in order[index * opts.batch_size : (index + 1) * opts.batch_size]])
+
+
+def stack_items(items: Sequence[Any]) -> torch.Tensor:
+    """Stack dataset items into a batch; an item that is a tuple or list contributes its first entry (the image)."""
     return torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
 
 

@@ -21,18 +21,14 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from ..priors.nif import NIF, nif_loss
+from .common import DequantisedOptions, bits_per_dim_validator, dequantise, finish, fit_options, validation_batch
 from .loop import fit
-from .priors import _Common, _finish, _fit_options, _validation_batch, bits_per_dim
 
 
-class NIFTrainOptions(_Common):
+class NIFTrainOptions(DequantisedOptions):
     """Options of :func:`train_nif` (unknown keys are rejected)."""
 
-    steps: int = Field(ge=1)
-    lr: float = Field(1e-3, gt=0)
     n_samples: int = Field(1, ge=1, description="draws of the stochastic inverse per image and step")
-    n_levels: int | None = Field(256, ge=2, description="quantisation levels for dequantisation noise; None: no noise")
-    data_range: float = Field(2.0, gt=0, description="max - min of the data ([-1, 1]: 2)")
 
 
 def train_nif(
@@ -59,23 +55,20 @@ def train_nif(
     if not isinstance(prior, NIF):
         raise TypeError(f"prior: expected a NIF, got {type(prior).__name__}")
     start = time.perf_counter()
-    val = _validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
-    delta = opts.data_range / opts.n_levels if opts.n_levels else 0.0
-    levels = opts.n_levels or 256
+    val = validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
 
     def loss_fn(model: NIF, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        noise = (torch.rand(batch.shape, generator=generator, dtype=batch.dtype) - 0.5) * delta
-        return nif_loss(model, (batch + noise).to(model.device, model.dtype), generator, opts.n_samples)
+        # noise added in the dataset's dtype, before the move to the model (unlike train_flow)
+        noisy = dequantise(batch, opts.delta, generator).to(model.device, model.dtype)
+        return nif_loss(model, noisy, generator, opts.n_samples)
 
-    def validate(model: NIF) -> dict[str, float]:
-        return {"bits_per_dim": float(bits_per_dim(model.log_prob(val).mean(), model.data_dim, levels, opts.data_range))}
-
+    validate = bits_per_dim_validator(val, opts)
     history = fit(
         prior, loss_fn, dataset, out_dir, validate=validate, resume=resume, stop_after=stop_after,
-        steps=opts.steps, lr=opts.lr, phase="nif", **_fit_options(opts),
+        steps=opts.steps, lr=opts.lr, phase="nif", **fit_options(opts),
     )
     if history["step"][-1] < opts.steps:
         return {"finished": False, "nif": history}
     with torch.no_grad():
         metrics = validate(prior.eval())
-    return _finish(prior, out_dir, "train_nif", opts, metrics, {"nif": history}, start, command)
+    return finish(prior, out_dir, "train_nif", opts, metrics, {"nif": history}, start, command)

@@ -21,36 +21,33 @@ Example (the digits TRUMPET)::
 from __future__ import annotations
 
 import json
-import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch.utils.data import Dataset
 
 from ..priors.base import Prior
 from ..priors.trumpet import TRUMPET
 from .checkpoint import CONFIG_FILE
-from .loop import fit
+from .common import (
+    DequantisedOptions,
+    TrainOptions,
+    Validator,
+    bits_per_dim_validator,
+    dequantise,
+    finish,
+    fit_options,
+    nats_to_bpd,
+    relative_error,
+    validation_batch,
+)
+from .loop import LossFn, fit
 
-
-class _Common(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: int = Field(64, ge=1)
-    clip_grad: float | None = Field(1.0, gt=0)
-    seed: int = Field(0, ge=0)
-    checkpoint_every: int = Field(200, ge=1)
-    validate_every: int = Field(500, ge=1)
-    n_val: int = Field(256, ge=1, description="validation images used (the first n_val of the validation set)")
-    progress: bool = True
-
-
-class TrumpetTrainOptions(_Common):
+class TrumpetTrainOptions(TrainOptions):
     """Options of :func:`train_trumpet` (unknown keys are rejected)."""
 
     mse_steps: int = Field(ge=1, description="phase 1: steps of eq. 3 on the injective part")
@@ -61,13 +58,8 @@ class TrumpetTrainOptions(_Common):
     cycle_batch: int = Field(8, ge=1, description="images of each batch used by the cycle term (it costs a pass)")
 
 
-class FlowTrainOptions(_Common):
+class FlowTrainOptions(DequantisedOptions):
     """Options of :func:`train_flow` (unknown keys are rejected)."""
-
-    steps: int = Field(ge=1)
-    lr: float = Field(1e-3, gt=0)
-    n_levels: int | None = Field(256, ge=2, description="quantisation levels for dequantisation noise; None: no noise")
-    data_range: float = Field(2.0, gt=0, description="max - min of the data ([-1, 1]: 2)")
 
 
 def train_trumpet(
@@ -104,8 +96,8 @@ def train_trumpet(
     if not isinstance(prior, TRUMPET):
         raise TypeError(f"prior: expected a TRUMPET, got {type(prior).__name__}")
     start = time.perf_counter()
-    val = _validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
-    common = _fit_options(opts)
+    val = validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
+    common = fit_options(opts)
     g_params = list(prior.injective.parameters())
     h_params = [*prior.latent_flow.parameters(), prior.base_mean, prior.base_log_std]
     budget = _Budget(stop_after, out_dir)
@@ -125,7 +117,7 @@ def train_trumpet(
             return {"finished": False, **history}
     with torch.no_grad():
         metrics = {**_rel_error(val)(prior.eval()), **_latent_nll(val)(prior)}
-    return _finish(prior, out_dir, "train_trumpet", opts, metrics, history, start, command)
+    return finish(prior, out_dir, "train_trumpet", opts, metrics, history, start, command)
 
 
 def train_flow(
@@ -144,51 +136,33 @@ def train_flow(
     Minimises ``-mean_i log p(x_i + u_i) / n`` (eq. 1) with dequantisation noise
     ``u_i ~ U(-delta/2, delta/2)^n``, ``delta = data_range / n_levels`` (no noise if ``n_levels``
     is None). Validation (noise-free, first ``n_val`` images of ``val_dataset``, default the
-    training set) reports ``bits_per_dim`` (:func:`bits_per_dim`). ``stop_after`` ends the call
+    training set) reports ``bits_per_dim`` (:func:`~invprob.training.common.bits_per_dim`). ``stop_after`` ends the call
     early without saving the prior (``finished=False``). See :class:`FlowTrainOptions`.
     """
     opts = FlowTrainOptions(**options)
     if not isinstance(prior, Prior):
         raise TypeError(f"prior: expected an invprob Prior, got {type(prior).__name__}")
     start = time.perf_counter()
-    val = _validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
-    delta = opts.data_range / opts.n_levels if opts.n_levels else 0.0
-    levels = opts.n_levels or 256
+    val = validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
 
     def loss_fn(model: Prior, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = batch.to(model.device, model.dtype)
-        noise = (torch.rand(batch.shape, generator=generator, dtype=batch.dtype) - 0.5).to(batch.device) * delta
-        nll = -model.log_prob(batch + noise).mean() / model.data_dim
-        return nll, {"bits_per_dim": float(_nats_to_bpd(nll.detach(), levels, opts.data_range))}
+        batch = dequantise(batch.to(model.device, model.dtype), opts.delta, generator)
+        nll = -model.log_prob(batch).mean() / model.data_dim
+        return nll, {"bits_per_dim": float(nats_to_bpd(nll.detach(), opts.bpd_levels, opts.data_range))}
 
-    def validate(model: Prior) -> dict[str, float]:
-        return {"bits_per_dim": float(bits_per_dim(model.log_prob(val).mean(), model.data_dim, levels, opts.data_range))}
-
+    validate = bits_per_dim_validator(val, opts)
     history = fit(
         prior, loss_fn, dataset, out_dir, validate=validate, resume=resume, stop_after=stop_after,
-        steps=opts.steps, lr=opts.lr, phase="ml", **_fit_options(opts),
+        steps=opts.steps, lr=opts.lr, phase="ml", **fit_options(opts),
     )
     if history["step"][-1] < opts.steps:
         return {"finished": False, "ml": history}
     with torch.no_grad():
         metrics = validate(prior.eval())
-    return _finish(prior, out_dir, "train_flow", opts, metrics, {"ml": history}, start, command)
+    return finish(prior, out_dir, "train_flow", opts, metrics, {"ml": history}, start, command)
 
 
-def bits_per_dim(log_prob: torch.Tensor, data_dim: int, n_levels: int = 256, data_range: float = 2.0) -> torch.Tensor:
-    """Bits per dimension of a density on data spanning ``data_range`` with ``n_levels`` levels.
-
-    Rescaling the data to ``[0, n_levels)`` divides the density by ``(n_levels / data_range)^n``, so
-    ``bpd = (-log p(x) / n + log(n_levels / data_range)) / log 2``.
-    """
-    return _nats_to_bpd(-log_prob / data_dim, n_levels, data_range)
-
-
-def _nats_to_bpd(nll_per_dim: torch.Tensor, n_levels: int, data_range: float) -> torch.Tensor:
-    return (nll_per_dim + math.log(n_levels / data_range)) / math.log(2)
-
-
-def _mse_loss(cycle_weight: float, cycle_batch: int):
+def _mse_loss(cycle_weight: float, cycle_batch: int) -> LossFn:
     def loss_fn(model: TRUMPET, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         batch = batch.to(model.device, model.dtype)
         z_prime, _ = model.g_pinv(batch)
@@ -212,31 +186,19 @@ def _ml_loss(model: TRUMPET, batch: torch.Tensor, generator: torch.Generator) ->
     return nll, {"latent_nll": float(nll.detach())}
 
 
-def _rel_error(val: torch.Tensor):
+def _rel_error(val: torch.Tensor) -> Validator:
     def validate(model: TRUMPET) -> dict[str, float]:
-        residual = (val - model.project(val)).flatten(1).norm(dim=1)
-        return {"rel_error": float((residual / val.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())}
+        return {"rel_error": relative_error(val, model.project(val))}
 
     return validate
 
 
-def _latent_nll(val: torch.Tensor):
+def _latent_nll(val: torch.Tensor) -> Validator:
     def validate(model: TRUMPET) -> dict[str, float]:
         z_prime = model.g_pinv(val)[0]
         return {"latent_nll": float(-model.latent_flow_log_prob(z_prime).mean() / model.latent_dim)}
 
     return validate
-
-
-def _validation_batch(dataset: Dataset | torch.Tensor, prior: Prior, n: int) -> torch.Tensor:
-    items = [dataset[i] for i in range(min(n, len(dataset)))]
-    batch = torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
-    return prior.check_data(batch.to(prior.device, prior.dtype), "val_dataset")
-
-
-def _fit_options(opts: _Common) -> dict[str, Any]:
-    keys = ("batch_size", "clip_grad", "seed", "checkpoint_every", "validate_every", "progress")
-    return {k: getattr(opts, k) for k in keys}
 
 
 class _Budget:
@@ -259,25 +221,3 @@ class _Budget:
             self.left -= end - self.start[phase]
         return end < steps or (self.left is not None and self.left <= 0)
 
-
-def _finish(
-    prior: Prior, out_dir: str | os.PathLike, trainer: str, opts: BaseModel, metrics: dict[str, float],
-    history: dict[str, dict], start: float, command: str | None,
-) -> dict[str, Any]:
-    from ..priors.io import save_prior  # deferred: invprob.priors.io imports this package
-
-    seconds = time.perf_counter() - start
-    summary = {
-        phase: {"steps": h["step"][-1] if h["step"] else 0, "final_loss": h["loss"][-1] if h["loss"] else None, "val": h["val"]}
-        for phase, h in history.items()
-    }
-    save_prior(
-        prior.eval(), out_dir,
-        trainer=trainer,
-        command=command or " ".join(sys.argv),
-        options=opts.model_dump(),
-        metrics=metrics,
-        history=summary,
-        wall_seconds_this_call=seconds,
-    )
-    return {"finished": True, "metrics": metrics, "seconds": seconds, **history}

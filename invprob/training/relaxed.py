@@ -23,15 +23,13 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from ..priors.relaxed import Objective, RelaxedInjectiveFlow, injflow_loss
-from .loop import fit
-from .priors import _Common, _finish, _fit_options, _validation_batch
+from .common import SinglePhaseOptions, finish, fit_options, relative_error, validation_batch
+from .loop import fit, stack_items
 
 
-class RelaxedTrainOptions(_Common):
+class RelaxedTrainOptions(SinglePhaseOptions):
     """Options of :func:`train_relaxed_flow` (unknown keys are rejected)."""
 
-    steps: int = Field(ge=1)
-    lr: float = Field(1e-3, gt=0)
     objective: Objective = Field("log_frobenius", description="eq. 9 (InjFlow^ln) or eq. 10 ('frobenius', InjFlow)")
     eta: float = Field(0.1, gt=0, description="singular-value threshold of the local-injectivity penalty")
     nu: float = Field(1.0, gt=0, description="exponent of the penalty schedule 1 + step**nu / 1000")
@@ -52,8 +50,7 @@ def encode_dataset(prior: RelaxedInjectiveFlow, dataset: Dataset | torch.Tensor,
     codes = []
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            batch = torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
+            batch = stack_items([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
             codes.append(prior.amortised_encode(batch.to(prior.device, prior.dtype)))
     return torch.cat(codes)
 
@@ -84,7 +81,7 @@ def train_relaxed_flow(
     if not isinstance(prior, RelaxedInjectiveFlow):
         raise TypeError(f"prior: expected a RelaxedInjectiveFlow, got {type(prior).__name__}")
     start = time.perf_counter()
-    val = _validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
+    val = validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
 
     def loss_fn(
         model: RelaxedInjectiveFlow, batch: torch.Tensor, generator: torch.Generator, step: int
@@ -96,12 +93,11 @@ def train_relaxed_flow(
         )
 
     def validate(model: RelaxedInjectiveFlow) -> dict[str, float]:
-        residual = (val - model.decoder(model.amortised_encode(val))).flatten(1).norm(dim=1)
-        return {"rel_error": float((residual / val.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())}
+        return {"rel_error": relative_error(val, model.decoder(model.amortised_encode(val)))}
 
     history = fit(
         prior, loss_fn, dataset, out_dir, validate=validate, resume=resume, stop_after=stop_after, pass_step=True,
-        steps=opts.steps, lr=opts.lr, phase="injflow", **_fit_options(opts),
+        steps=opts.steps, lr=opts.lr, phase="injflow", **fit_options(opts),
     )
     if history["step"][-1] < opts.steps:
         return {"finished": False, "injflow": history}
@@ -109,4 +105,4 @@ def train_relaxed_flow(
     with torch.no_grad():
         latent_nll = -prior.latent_log_prob(prior.amortised_encode(val)).mean() / prior.latent_dim
         metrics = {**validate(prior), "latent_nll": float(latent_nll)}
-    return _finish(prior, out_dir, "train_relaxed_flow", opts, metrics, {"injflow": history}, start, command)
+    return finish(prior, out_dir, "train_relaxed_flow", opts, metrics, {"injflow": history}, start, command)
