@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -106,13 +106,20 @@ def list_methods() -> list[str]:
 
 def make_options(method: str, **options: Any) -> SolverOptions:
     """Validate ``options`` for ``method``; raise ``ValueError`` naming bad keys and the valid ones."""
-    cls = _lookup(method)
+    return parse_options(_lookup(method).Options, options, f"method {method!r}")
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def parse_options(model: type[OptionsT], options: dict[str, Any], owner: str) -> OptionsT:
+    """``model(**options)``, or ``ValueError("<owner>: invalid options (...). Valid options: ...")`` naming each problem."""
     try:
-        return cls.Options(**options)
+        return model(**options)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        valid = ", ".join(cls.Options.model_fields) or "(none)"
-        raise ValueError(f"method {method!r}: invalid options ({problems}). Valid options: {valid}") from None
+        valid = ", ".join(model.model_fields) or "(none)"
+        raise ValueError(f"{owner}: invalid options ({problems}). Valid options: {valid}") from None
 
 
 def solve(
@@ -139,7 +146,7 @@ def solve(
     if not isinstance(op, Operator):
         raise TypeError(f"op: expected an invprob Operator, got {type(op).__name__}")
     if cls.needs_prior:
-        _check_prior(op, prior, method, cls.needs_project)
+        check_prior(op, prior, method, cls.needs_project)
     reference = prior if isinstance(prior, Prior) else None
     y_batch, single = _as_batch(y, op.out_shape, "y", reference)
     init = None if x_init is None else _as_batch(x_init, op.in_shape, "x_init", reference)[0]
@@ -176,7 +183,8 @@ def _lookup(method: str) -> type[Solver]:
     return METHODS[method]
 
 
-def _check_prior(op: Operator, prior: Prior | None, method: str, needs_project: bool) -> None:
+def check_prior(op: Operator, prior: Prior | None, method: str, needs_project: bool) -> None:
+    """Raise unless ``prior`` is an invprob Prior on the operator's input shape (with ``project`` if needed)."""
     if not isinstance(prior, Prior):
         raise TypeError(f"prior: method {method!r} needs an invprob Prior, got {type(prior).__name__}")
     if tuple(op.in_shape) != tuple(prior.data_shape):

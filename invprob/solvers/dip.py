@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..operators.base import Operator
 from ..priors.base import Prior
 from ._common import IterativeOptions, NoiseLevel, make_optimizer, notify, progress_bar, squared_residual
-from .base import Callback, Result, Solver, _check_prior, check_loss, register, sigma_per_sample
+from .base import Callback, Result, Solver, check_loss, check_prior, register, sigma_per_sample
 
 _LEAK = 0.2
 
@@ -98,7 +98,7 @@ class DeepImagePrior(Solver):
         if x_init is not None:
             raise ValueError("dip: x_init is not used (the network input is random); leave it out")
         if opts.network == "prior":
-            _check_prior(op, prior, self.name, needs_project=False)
+            check_prior(op, prior, self.name, needs_project=False)
         elif len(op.in_shape) != 3:
             raise ValueError(f"dip: the hourglass network needs images (C, H, W), the operator's in_shape is {op.in_shape}")
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))

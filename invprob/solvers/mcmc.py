@@ -21,8 +21,10 @@ effective sample size ``ess`` ``(B, *shape)`` of every pixel (:func:`invprob.uq.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from pydantic import Field, model_validator
@@ -261,13 +263,51 @@ def _chain_result(
     return Result(x_hat=mean, method=name, options=opts, samples=samples, mean=mean, std=std, extras=extras)
 
 
-def _setup(prior: Prior, op: Operator, y: torch.Tensor, opts: ChainOptions, method: str) -> LogDensity:
-    require_latent_density(prior, method)
-    return latent_log_posterior(prior, op, y.repeat_interleave(opts.n_chains, dim=0), opts.sigma)
+class _LatentMCMC(Solver):
+    """The ``run`` shared by the latent samplers: ``n_chains`` chains per measurement through :func:`run_chains`.
+
+    Subclasses build their transition kernel (:meth:`make_kernel`), say whether a state carries the
+    gradient of the log-posterior (``with_grad``) and what to try when a chain diverges (``hint``).
+    """
+
+    with_grad: ClassVar[bool]
+    hint: ClassVar[str]
+
+    @abstractmethod
+    def make_kernel(
+        self, target: LogDensity, prior: Prior, z0: torch.Tensor, generator: torch.Generator | None
+    ) -> Kernel: ...
+
+    def kernel_extras(self, kernel: Kernel, batch: int) -> dict[str, torch.Tensor]:
+        """Method-specific ``Result.extras`` read from the kernel after the run."""
+        return {}
+
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
+        opts: ChainOptions = self.options
+        require_latent_density(prior, self.name)
+        target = latent_log_posterior(prior, op, y.repeat_interleave(opts.n_chains, dim=0), opts.sigma)
+        z0 = _initial_latents(prior, opts.n_chains, y, x_init, generator)
+        kernel = self.make_kernel(target, prior, z0, generator)
+        state = _evaluate(target, z0, self.with_grad)
+        moments, chains, rate = run_chains(
+            kernel, state, prior, opts, batch=y.shape[0], method=self.name, hint=self.hint, callback=callback
+        )
+        result = _chain_result(self.name, opts, moments, chains, rate)
+        result.extras.update(self.kernel_extras(kernel, y.shape[0]))
+        return result
 
 
 @register
-class Langevin(Solver):
+class Langevin(_LatentMCMC):
     """Langevin Monte Carlo in the latent space: ULA, or MALA with ``adjusted=True``.
 
     ``x_init`` (if given) starts every chain at ``encode(x_init)``; otherwise chains start at
@@ -277,33 +317,20 @@ class Langevin(Solver):
     name = "langevin"
     Options = LangevinOptions
     description = "latent Langevin Monte Carlo (ULA or MALA), parallel chains"
+    with_grad = True
+    hint = "lower step_size (it must stay below about 2 / the largest curvature of -log p(z | y))"
 
-    def run(
-        self,
-        op: Operator,
-        prior: Prior | None,
-        y: torch.Tensor,
-        *,
-        x_init: torch.Tensor | None,
-        callback: Callback | None,
-        generator: torch.Generator | None,
-    ) -> Result:
-        opts: LangevinOptions = self.options
-        target = _setup(prior, op, y, opts, self.name)
-        z0 = _initial_latents(prior, opts.n_chains, y, x_init, generator)
-        kernel = LangevinKernel(target, opts, z0, generator)
-        hint = "lower step_size (it must stay below about 2 / the largest curvature of -log p(z | y))"
-        state = _evaluate(target, z0, True)
-        moments, chains, rate = run_chains(
-            kernel, state, prior, opts, batch=y.shape[0], method=self.name, hint=hint, callback=callback
-        )
-        result = _chain_result(self.name, opts, moments, chains, rate)
-        result.extras["step_size"] = kernel.log_step.exp().reshape(y.shape[0], opts.n_chains)
-        return result
+    def make_kernel(
+        self, target: LogDensity, prior: Prior, z0: torch.Tensor, generator: torch.Generator | None
+    ) -> LangevinKernel:
+        return LangevinKernel(target, self.options, z0, generator)
+
+    def kernel_extras(self, kernel: LangevinKernel, batch: int) -> dict[str, torch.Tensor]:
+        return {"step_size": kernel.log_step.exp().reshape(batch, self.options.n_chains)}
 
 
 @register
-class PLMCMC(Solver):
+class PLMCMC(_LatentMCMC):
     """PL-MCMC: latent Metropolis-Hastings with a perturb-or-resample proposal (Cannella et al.).
 
     ``x_init`` (if given) starts every chain at ``encode(x_init)``; otherwise at prior draws.
@@ -312,24 +339,10 @@ class PLMCMC(Solver):
     name = "pl-mcmc"
     Options = PLMCMCOptions
     description = "latent Metropolis-Hastings with the PL-MCMC mixture proposal"
+    with_grad = False
+    hint = "check the prior and sigma"
 
-    def run(
-        self,
-        op: Operator,
-        prior: Prior | None,
-        y: torch.Tensor,
-        *,
-        x_init: torch.Tensor | None,
-        callback: Callback | None,
-        generator: torch.Generator | None,
-    ) -> Result:
-        opts: PLMCMCOptions = self.options
-        target = _setup(prior, op, y, opts, self.name)
-        z0 = _initial_latents(prior, opts.n_chains, y, x_init, generator)
-        kernel = PLKernel(target, prior, opts, z0, generator)
-        hint = "check the prior and sigma"
-        state = _evaluate(target, z0, False)
-        moments, chains, rate = run_chains(
-            kernel, state, prior, opts, batch=y.shape[0], method=self.name, hint=hint, callback=callback
-        )
-        return _chain_result(self.name, opts, moments, chains, rate)
+    def make_kernel(
+        self, target: LogDensity, prior: Prior, z0: torch.Tensor, generator: torch.Generator | None
+    ) -> PLKernel:
+        return PLKernel(target, prior, self.options, z0, generator)

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import math
 import os
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from .._checks import check_batch, check_finite, to_tensor
 from ..operators.base import Operator
@@ -43,7 +44,15 @@ from ._posterior import (
     require_latent_density,
     summarize,
 )
-from .base import Callback, Result, Solver, SolverOptions, check_loss, register
+from .base import (
+    Callback,
+    Result,
+    Solver,
+    SolverOptions,
+    check_loss,
+    parse_options,
+    register,
+)
 from .pregenerator import PreGenerator
 
 _FORMAT = "invprob.AmortizedPosterior"
@@ -180,8 +189,48 @@ def _vi_result(
     )
 
 
+class _PerMeasurementVI(Solver):
+    """The ``run`` shared by ``"svi"`` and ``"ambient-vi"``: one flow fitted to each measurement in turn.
+
+    Subclasses say where the flow lives (:meth:`new_posterior`), which log-posterior it targets
+    (:meth:`log_posterior`) and which density the prior must provide (:meth:`require_density`).
+    """
+
+    Options = VIOptions
+
+    @abstractmethod
+    def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior: ...
+
+    @abstractmethod
+    def log_posterior(self, prior: Prior, op: Operator, y: torch.Tensor, sigma: float) -> LogDensity: ...
+
+    @abstractmethod
+    def require_density(self, prior: Prior) -> None: ...
+
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
+        opts: VIOptions = self.options
+        self.require_density(prior)
+        posteriors, histories = [], []
+        for i in range(y.shape[0]):
+            posterior = self.new_posterior(prior, generator)
+            target = self.log_posterior(prior, op, y[i : i + 1], opts.sigma)
+            history = fit_flow(posterior, target, opts, method=self.name, generator=generator, callback=callback)
+            histories.append(history)
+            posteriors.append(posterior)
+        return _vi_result(self.name, opts, posteriors, histories, generator)
+
+
 @register
-class SVI(Solver):
+class SVI(_PerMeasurementVI):
     """Composed-flow stochastic VI: a pre-generator on the latent space, one per measurement.
 
     ``extras["posterior"]`` holds one :class:`FlowPosterior` per measurement for further samples.
@@ -189,62 +238,36 @@ class SVI(Solver):
     """
 
     name = "svi"
-    Options = VIOptions
     description = "composed-flow VI: pre-generator on the latent space (paper 003 eq. 4, paper 000 eq. 11)"
 
-    def run(
-        self,
-        op: Operator,
-        prior: Prior | None,
-        y: torch.Tensor,
-        *,
-        x_init: torch.Tensor | None,
-        callback: Callback | None,
-        generator: torch.Generator | None,
-    ) -> Result:
-        opts: VIOptions = self.options
+    def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior:
+        return FlowPosterior(_new_flow(prior.latent_dim, self.options, prior, generator), prior.decode)
+
+    def log_posterior(self, prior: Prior, op: Operator, y: torch.Tensor, sigma: float) -> LogDensity:
+        return latent_log_posterior(prior, op, y, sigma)
+
+    def require_density(self, prior: Prior) -> None:
         require_latent_density(prior, self.name)
-        posteriors, histories = [], []
-        for i in range(y.shape[0]):
-            posterior = FlowPosterior(_new_flow(prior.latent_dim, opts, prior, generator), prior.decode)
-            target = latent_log_posterior(prior, op, y[i : i + 1], opts.sigma)
-            history = fit_flow(posterior, target, opts, method=self.name, generator=generator, callback=callback)
-            histories.append(history)
-            posteriors.append(posterior)
-        return _vi_result(self.name, opts, posteriors, histories, generator)
 
 
 @register
-class AmbientVI(Solver):
+class AmbientVI(_PerMeasurementVI):
     """Ambient VI: the same objective with the flow in image space and ``prior.log_prob`` as the prior.
 
     The flow starts at ``N(0, I)`` in image space. ``x_init`` is not used.
     """
 
     name = "ambient-vi"
-    Options = VIOptions
     description = "VI with a flow in image space and the prior's log_prob (paper 003 baseline)"
 
-    def run(
-        self,
-        op: Operator,
-        prior: Prior | None,
-        y: torch.Tensor,
-        *,
-        x_init: torch.Tensor | None,
-        callback: Callback | None,
-        generator: torch.Generator | None,
-    ) -> Result:
-        opts: VIOptions = self.options
+    def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior:
+        return FlowPosterior(_new_flow(prior.data_dim, self.options, prior, generator), _unflatten(prior.data_shape))
+
+    def log_posterior(self, prior: Prior, op: Operator, y: torch.Tensor, sigma: float) -> LogDensity:
+        return image_log_posterior(prior, op, y, sigma)
+
+    def require_density(self, prior: Prior) -> None:
         require_image_density(prior, self.name)
-        posteriors, histories = [], []
-        for i in range(y.shape[0]):
-            posterior = FlowPosterior(_new_flow(prior.data_dim, opts, prior, generator), _unflatten(prior.data_shape))
-            target = image_log_posterior(prior, op, y[i : i + 1], opts.sigma)
-            history = fit_flow(posterior, target, opts, method=self.name, generator=generator, callback=callback)
-            histories.append(history)
-            posteriors.append(posterior)
-        return _vi_result(self.name, opts, posteriors, histories, generator)
 
 
 class AmortizedTrainingOptions(FlowOptions):
@@ -378,7 +401,7 @@ def train_amortized(
     ``options`` are those of :class:`AmortizedTrainingOptions` (``sigma`` is required). The returned
     model's ``history`` holds the loss per step.
     """
-    opts = _amortized_options(**options)
+    opts = parse_options(AmortizedTrainingOptions, options, "train_amortized")
     if not isinstance(op, Operator) or not isinstance(prior, Prior):
         raise TypeError("train_amortized: expected an invprob Operator and an invprob Prior")
     if tuple(op.in_shape) != tuple(prior.data_shape):
@@ -402,16 +425,6 @@ def train_amortized(
     model.history = _fit_amortized(model, op, prior, images, opts, generator, callback)
     model.eval()
     return model
-
-
-def _amortized_options(**options: Any) -> AmortizedTrainingOptions:
-    """Validate the options of :func:`train_amortized`; name the bad keys and the valid ones."""
-    try:
-        return AmortizedTrainingOptions(**options)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        valid = ", ".join(AmortizedTrainingOptions.model_fields)
-        raise ValueError(f"train_amortized: invalid options ({problems}). Valid options: {valid}") from None
 
 
 def _check_data(data: torch.Tensor, prior: Prior) -> torch.Tensor:
