@@ -69,6 +69,13 @@ def _trumpet_relu() -> Prior:
     return TRUMPET((1, 8, 8), 8, n_scales=2, hidden=8, unet_depth=1, n_latent_steps=2, latent_hidden=16, variant="relu")
 
 
+@register("trumpet-affine-latent")
+def _trumpet_affine_latent() -> Prior:
+    from invprob.priors import TRUMPET
+
+    return TRUMPET((1, 8, 8), 16, n_scales=2, hidden=8, unet_depth=1, latent_flow="linear")
+
+
 @register("realnvp")
 def _realnvp() -> Prior:
     from invprob.priors import RealNVP

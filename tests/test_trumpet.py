@@ -168,3 +168,21 @@ def test_sample_temperature_and_learnable_base():
     assert abs(float(z.mean()) - 0.5) < 0.05 and abs(float(z.std()) - 1.0) < 0.05
     ref = torch.distributions.Normal(0.5, 2.0).log_prob(z[:3]).sum(1)
     torch.testing.assert_close(prior.latent_log_prob(z[:3]), ref)
+
+
+def test_affine_latent_flow_gives_a_full_covariance_gaussian_and_rejects_unknown_kinds():
+    from invprob.priors import TRUMPET
+
+    torch.manual_seed(1)
+    prior = TRUMPET((1, 8, 8), 16, n_scales=2, hidden=4, unet_depth=1, latent_flow="linear").double()
+    z_prime = torch.randn(5, 16, dtype=torch.float64)
+    prior.h_inverse(z_prime)  # data-dependent actnorm initialisation
+    with torch.no_grad():
+        mean, _ = prior.h(prior.base_mean[None])
+        basis, _ = prior.h(prior.base_mean[None] + torch.diag(prior.base_log_std.exp()))
+        factor = (basis - mean).T  # columns: images of the base's scaled axes
+        covariance = factor @ factor.T
+        expected = torch.distributions.MultivariateNormal(mean[0], covariance).log_prob(z_prime)
+        torch.testing.assert_close(prior.latent_flow_log_prob(z_prime), expected)
+    with pytest.raises(ValueError, match="latent_flow"):
+        TRUMPET((1, 8, 8), 16, n_scales=2, latent_flow="spline")

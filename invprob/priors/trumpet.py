@@ -27,7 +27,7 @@ from torch import nn
 
 from .._checks import as_image_shape, check_int
 from .base import Prior
-from .layers import ActNorm, FlowSequence, InjectiveRevNetStep, RevNetStep, Upsqueeze
+from .layers import ActNorm, FlowSequence, InjectiveRevNetStep, InvertibleConv1x1, RevNetStep, Upsqueeze
 from .layers.injective import Variant
 from .logdet import logdet_jtj_exact, logdet_jtj_series
 
@@ -79,7 +79,12 @@ class TRUMPET(Prior):
     Architecture: ``n_scales`` resolutions; at each, injective revnet steps (channels x2) each
     followed by ``n_bijective`` revnet steps, then an upsqueeze. Couplings use a :class:`~invprob.priors.layers.SmallUNet` with ``hidden`` channels
     and ``unet_depth`` levels. The latent flow has ``n_latent_steps`` revnet steps with
-    ``latent_hidden``-wide 1x1 conditioners. ``variant`` selects the linear or ReLU injective
+    ``latent_hidden``-wide 1x1 conditioners (``latent_flow="revnet"``), or is one affine map
+    ``z' = A z + c`` (``latent_flow="linear"``: an invertible 1x1 convolution and an actnorm), which
+    with the Gaussian base makes ``z'`` a full-covariance Gaussian. The affine latent is the robust
+    choice for solvers: its log-density is a quadratic in ``z'`` everywhere, whereas coupling layers
+    (which divide by scales down to 0.01 in the normalising direction) can blow up on latents far
+    from the training set, such as the pseudo-inverse starts of iFlow. ``variant`` selects the linear or ReLU injective
     convolution, ``gamma`` the Tikhonov regularisation of its pseudo-inverse.
     """
 
@@ -99,6 +104,7 @@ class TRUMPET(Prior):
         latent_hidden: int = 128,
         variant: Variant = "linear",
         gamma: float = 1e-3,
+        latent_flow: str = "revnet",
     ) -> None:
         super().__init__(as_image_shape(data_shape, "data_shape"), latent_dim)
         self._config = {
@@ -112,12 +118,17 @@ class TRUMPET(Prior):
             "latent_hidden": check_int(latent_hidden, "latent_hidden", minimum=1),
             "variant": variant,
             "gamma": float(gamma),
+            "latent_flow": latent_flow,
         }
+        if latent_flow not in ("revnet", "linear"):
+            raise ValueError(f"latent_flow: expected 'revnet' or 'linear', got {latent_flow!r}")
         plan = injective_plan(self.data_shape, self.latent_dim, n_scales)
         coarse_c, coarse_h, coarse_w = plan[-1][0]
         self.latent_shape = (coarse_c // 2 ** plan[-1][1], coarse_h, coarse_w)
         self.injective = FlowSequence(self._injective_layers(plan, variant, gamma))
-        if latent_dim >= 2:
+        if latent_flow == "linear":
+            latent_steps = [InvertibleConv1x1(latent_dim), ActNorm(latent_dim)]
+        elif latent_dim >= 2:
             latent_steps = [
                 RevNetStep(latent_dim, 1, hidden=latent_hidden, depth=0, flip=bool(i % 2)) for i in range(n_latent_steps)
             ]
