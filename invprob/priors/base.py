@@ -26,6 +26,7 @@ from torch import nn
 from .._checks import as_shape, check_batch, check_finite, check_int
 
 LogProbKind = Literal["exact", "bound", "estimate"]
+LOG_2PI = math.log(2 * math.pi)
 
 PRIOR_CLASSES: dict[str, type["Prior"]] = {}
 
@@ -142,4 +143,4 @@ def randn(n: int, dim: int, generator: torch.Generator | None, like: Prior) -> t
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """``log N(z; 0, I)`` summed over all but the batch dimension."""
     flat = z.flatten(1)
-    return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * math.log(2 * math.pi))
+    return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * LOG_2PI)

@@ -38,10 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import as_image_shape, check_int
-from .base import Prior, randn, standard_normal_log_prob
+from .base import LOG_2PI, Prior, randn, standard_normal_log_prob
 from .layers import ActNorm, FlowSequence, RevNetStep, Upsqueeze
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 def check_scale(s: float, name: str = "s") -> float:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .._checks import as_image_shape, check_int
-from .base import Prior, standard_normal_log_prob
+from .base import Prior, randn, standard_normal_log_prob
 from .layers import ActNorm, AffineCoupling, FlowSequence, Upsqueeze
 
 
@@ -124,5 +124,4 @@ class RealNVP(Prior):
         return standard_normal_log_prob(z)
 
     def sample_latent(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn((n, self.latent_dim), generator=generator, dtype=self.dtype).to(self.device)
-        return temperature * noise
+        return temperature * randn(n, self.latent_dim, generator, self)

@@ -37,11 +37,10 @@ from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from .._checks import check_finite, check_int
-from .base import Prior, randn
+from .base import LOG_2PI, Prior, randn
 
 Objective = Literal["log_frobenius", "frobenius"]
 DensityKind = Literal["prior", "gaussian", "gmm"]
-LOG_2PI = math.log(2 * math.pi)
 
 
 def _check_positive(value: float, name: str) -> float:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .._checks import as_image_shape, check_int
-from .base import Prior
+from .base import LOG_2PI, Prior, randn
 from .layers import ActNorm, FlowSequence, InjectiveRevNetStep, InvertibleConv1x1, RevNetStep, Upsqueeze
 from .layers.injective import Variant
 from .logdet import logdet_jtj_exact, logdet_jtj_series
@@ -190,7 +190,7 @@ class TRUMPET(Prior):
     def _latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``log N(z; mu, diag(sigma^2))`` of the learnable base."""
         scaled = (z - self.base_mean) * torch.exp(-self.base_log_std)
-        return -0.5 * (scaled.pow(2).sum(1) + self.latent_dim * math.log(2 * math.pi)) - self.base_log_std.sum()
+        return -0.5 * (scaled.pow(2).sum(1) + self.latent_dim * LOG_2PI) - self.base_log_std.sum()
 
     def latent_flow_log_prob(self, z_prime: torch.Tensor) -> torch.Tensor:
         """``log p_{Z'}(z') = log p_Z(h^{-1}(z')) - log|det J_h|`` (the density phase 2 fits, eq. 4)."""
@@ -202,7 +202,7 @@ class TRUMPET(Prior):
         return self.latent_flow_log_prob(z_prime) - logdet_g
 
     def sample_latent(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn((n, self.latent_dim), generator=generator, dtype=self.dtype).to(self.device)
+        noise = randn(n, self.latent_dim, generator, self)
         return self.base_mean + temperature * self.base_log_std.exp() * noise
 
     # --- eq. 2 itself --------------------------------------------------------------------

@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 from .._checks import check_int
-
-_LOG_2PI = math.log(2 * math.pi)
+from ..priors.base import LOG_2PI
 
 
 def _uniform_(tensor: torch.Tensor, bound: float, generator: torch.Generator | None) -> None:
@@ -218,7 +217,7 @@ class PreGenerator(nn.Module):
         param = next(self.parameters())
         eps = torch.randn((n, self.dim), generator=generator, dtype=param.dtype).to(param.device)
         z, logdet = self(eps, None if context is None else context.expand(n, -1))
-        log_base = -0.5 * (eps.pow(2).sum(1) + self.dim * _LOG_2PI)
+        log_base = -0.5 * (eps.pow(2).sum(1) + self.dim * LOG_2PI)
         return z, log_base - logdet
 
     def _embed(self, context: torch.Tensor | None, n: int) -> torch.Tensor | None:
