@@ -39,7 +39,7 @@ from torch import nn
 
 from .._checks import as_image_shape, check_int
 from .base import LOG_2PI, Prior, randn, standard_normal_log_prob
-from .layers import ActNorm, FlowSequence, RevNetStep, Upsqueeze
+from .layers import ActNorm, FlowSequence, RevNetStep, Upsqueeze, latent_flow_layers
 
 
 def check_scale(s: float, name: str = "s") -> float:
@@ -250,15 +250,9 @@ class NIF(Prior):
         if h % factor or w % factor:
             raise ValueError(f"n_scales: {n_scales} upsqueezes need H and W divisible by {factor}, got {self.data_shape}")
         self.coarse_shape = (c * factor**2, h // factor, w // factor)
-        self.latent_flow = FlowSequence(self._latent_layers())
+        self.latent_flow = FlowSequence(latent_flow_layers(self.latent_dim, n_latent_steps, latent_hidden))
         self.layer = GaussianNIFLayer(self.latent_dim, self.data_dim, init_std=init_std, min_std=min_std)
         self.image_flow = FlowSequence(self._image_layers())
-
-    def _latent_layers(self) -> list[nn.Module]:
-        steps, width = self._config["n_latent_steps"], self._config["latent_hidden"]
-        if self.latent_dim == 1:
-            return [ActNorm(1)] if steps else []
-        return [RevNetStep(self.latent_dim, 1, hidden=width, depth=0, flip=bool(i % 2)) for i in range(steps)]
 
     def _image_layers(self) -> list[nn.Module]:
         c, h, _ = self.coarse_shape

@@ -27,7 +27,15 @@ from torch import nn
 
 from .._checks import as_image_shape, check_int
 from .base import LOG_2PI, Prior, randn
-from .layers import ActNorm, FlowSequence, InjectiveRevNetStep, InvertibleConv1x1, RevNetStep, Upsqueeze
+from .layers import (
+    ActNorm,
+    FlowSequence,
+    InjectiveRevNetStep,
+    InvertibleConv1x1,
+    RevNetStep,
+    Upsqueeze,
+    latent_flow_layers,
+)
 from .layers.injective import Variant
 from .logdet import logdet_jtj_exact, logdet_jtj_series
 
@@ -128,12 +136,8 @@ class TRUMPET(Prior):
         self.injective = FlowSequence(self._injective_layers(plan, variant, gamma))
         if latent_flow == "linear":
             latent_steps = [InvertibleConv1x1(latent_dim), ActNorm(latent_dim)]
-        elif latent_dim >= 2:
-            latent_steps = [
-                RevNetStep(latent_dim, 1, hidden=latent_hidden, depth=0, flip=bool(i % 2)) for i in range(n_latent_steps)
-            ]
         else:
-            latent_steps = [ActNorm(1)] if n_latent_steps else []
+            latent_steps = latent_flow_layers(self.latent_dim, n_latent_steps, latent_hidden)
         self.latent_flow = FlowSequence(latent_steps)
         self.base_mean = nn.Parameter(torch.zeros(latent_dim))
         self.base_log_std = nn.Parameter(torch.zeros(latent_dim))

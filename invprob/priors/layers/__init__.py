@@ -8,7 +8,7 @@ from .base import FlowLayer, FlowSequence
 from .conv1x1 import InvertibleConv1x1
 from .coupling import AffineCoupling, bounded_scale
 from .injective import InjectiveConv1x1
-from .revnet import InjectiveRevNetStep, RevNetStep
+from .revnet import InjectiveRevNetStep, RevNetStep, latent_flow_layers
 from .squeeze import Squeeze, Upsqueeze, squeeze, upsqueeze
 from .unet import SmallUNet
 
@@ -25,6 +25,7 @@ __all__ = [
     "Squeeze",
     "Upsqueeze",
     "bounded_scale",
+    "latent_flow_layers",
     "squeeze",
     "upsqueeze",
 ]

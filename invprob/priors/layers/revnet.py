@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from .actnorm import ActNorm
 from .base import FlowSequence
 from .conv1x1 import InvertibleConv1x1
@@ -67,6 +69,18 @@ class InjectiveRevNetStep(FlowSequence):
                 InjectiveConv1x1(channels, expansion=expansion, variant=variant, gamma=gamma),
             ]
         )
+
+
+def latent_flow_layers(latent_dim: int, n_steps: int, hidden: int) -> list[nn.Module]:
+    """A bijective flow on latent vectors viewed as ``(latent_dim, 1, 1)`` tensors (TRUMPET, NIF).
+
+    ``n_steps`` revnet steps with ``hidden``-wide 1x1 conditioners (``depth=0``), alternating
+    coupling halves; a one-dimensional latent has no halves to couple, so it gets a single
+    actnorm instead (none when ``n_steps == 0``).
+    """
+    if latent_dim == 1:
+        return [ActNorm(1)] if n_steps else []
+    return [RevNetStep(latent_dim, 1, hidden=hidden, depth=0, flip=bool(i % 2)) for i in range(n_steps)]
 
 
 def _mask(channels: int, preferred: Mask = "channel") -> Mask:
