@@ -161,7 +161,7 @@ def test_train_nif_decreases_the_loss_resumes_and_saves_a_loadable_prior(tmp_pat
     assert not (tmp_path / "killed" / "config.json").exists()
     resumed = _tiny_nif()
     train_nif(resumed, _digits(), tmp_path / "killed", resume=True, **OPTS)
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     loaded = load_prior_file(tmp_path / "full", expected_class="NIF")
     x = _digits(4).tensors[0]

@@ -88,7 +88,7 @@ def test_save_load_round_trip_is_bit_exact(prior, tmp_path):
     prior.save(tmp_path / "p", note="contract")
     loaded = load_prior_file(tmp_path / "p", dtype=torch.float64, expected_class=type(prior).__name__)
     assert loaded.metadata["note"] == "contract"
-    for (ka, a), (kb, b) in zip(prior.state_dict().items(), loaded.state_dict().items()):
+    for (ka, a), (kb, b) in zip(prior.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert ka == kb
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     z = _latent(prior)

@@ -36,7 +36,7 @@ F_OPTS = dict(steps=25, batch_size=8, lr=3e-3, checkpoint_every=5, validate_ever
 
 
 def _assert_same_parameters(a, b):
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=ka)
 

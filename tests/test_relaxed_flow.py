@@ -169,7 +169,7 @@ def test_training_resumes_like_an_uninterrupted_run(tmp_path):
     assert not report["finished"] and not (tmp_path / "killed" / "config.json").exists()
     resumed = _prior()
     train_relaxed_flow(resumed, _digits(), tmp_path / "killed", density="gaussian", resume=True, **{**OPTS, "steps": 20})
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

@@ -51,7 +51,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     resumed = _model()  # a fresh process: new model, state from disk only
     history = fit(resumed, _loss, _data(), tmp_path / "killed", resume=True, **OPTS)
     assert history["step"] == list(range(1, 31))
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

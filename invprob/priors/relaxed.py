@@ -71,7 +71,7 @@ def conv_decoder(data_shape: tuple[int, int, int], latent_dim: int, channels: tu
         nn.ELU(),
         nn.Unflatten(1, (ups[0], height // scale, width // scale)),
     ]
-    for c_in, c_next in zip(ups, ups[1:] + ups[-1:]):
+    for c_in, c_next in zip(ups, ups[1:] + ups[-1:], strict=True):
         layers += [nn.ConvTranspose2d(c_in, c_next, 4, stride=2, padding=1), nn.ELU()]
     layers.append(nn.Conv2d(ups[-1], c_out, 3, padding=1))
     return nn.Sequential(*layers)

@@ -239,10 +239,10 @@ class Hourglass(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         skips, h = [], z
-        for skip, down in zip(self.skips, self.down):
+        for skip, down in zip(self.skips, self.down, strict=True):
             skips.append(skip(h))
             h = down(h)
-        for skip_out, up in zip(reversed(skips), reversed(self.up)):
+        for skip_out, up in zip(reversed(skips), reversed(self.up), strict=True):
             h = F.interpolate(h, size=skip_out.shape[-2:], mode="bilinear", align_corners=False)
             if self.skip_channels:
                 h = torch.cat([h, skip_out], dim=1)
@@ -282,5 +282,5 @@ def _average_traces(traces: list[dict[str, list[float]]]) -> dict[str, list[floa
     history: dict[str, list[float]] = {}
     for key in ("loss", "data_fit"):
         padded = [t[key] + [t[key][-1]] * (length - len(t[key])) for t in traces]
-        history[key] = [sum(column) / len(padded) for column in zip(*padded)]
+        history[key] = [sum(column) / len(padded) for column in zip(*padded, strict=True)]
     return history

@@ -147,7 +147,7 @@ def _adam_step(optimizer: torch.optim.Optimizer, scheduler: Any, loss: torch.Ten
     parameters, so none accumulate on the (fixed) prior's parameters."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    for param, grad in zip(params, grads):
+    for param, grad in zip(params, grads, strict=True):
         param.grad = grad
     optimizer.step()
     scheduler.step()
@@ -160,7 +160,7 @@ def _unflatten(shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]
 
 def _mean_history(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
     """Average per-measurement histories step by step."""
-    return {k: [sum(v) / len(v) for v in zip(*(h[k] for h in histories))] for k in histories[0]}
+    return {k: [sum(v) / len(v) for v in zip(*(h[k] for h in histories), strict=True)] for k in histories[0]}
 
 
 def _new_flow(dim: int, opts: FlowOptions, like: Prior, generator: torch.Generator | None) -> PreGenerator:
