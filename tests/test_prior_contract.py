@@ -80,6 +80,9 @@ def test_bad_inputs_raise_clear_errors(prior):
         prior.log_prob(bad)
     with pytest.raises(ValueError, match="temperature"):
         prior.sample(2, temperature=-1.0)
+    for bad_temperature in (math.nan, math.inf, True, "1"):
+        with pytest.raises(ValueError, match="temperature"):
+            prior.sample(2, temperature=bad_temperature)
 
 
 def test_save_load_round_trip_is_bit_exact(prior, tmp_path):

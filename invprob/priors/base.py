@@ -97,9 +97,7 @@ class Prior(nn.Module, ABC):
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``n`` images ``f(z)``, ``z`` from the latent density at the given temperature."""
         n = check_int(n, "n", minimum=1)
-        if not isinstance(temperature, (int, float)) or not temperature >= 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
-        return self._decode(self.sample_latent(n, float(temperature), generator))
+        return self._decode(self.sample_latent(n, check_temperature(temperature), generator))
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """``_decode(_encode(x))``; override when a cheaper path exists (e.g. a latent flow that cancels)."""
@@ -130,6 +128,14 @@ class Prior(nn.Module, ABC):
         from .io import save_prior
 
         save_prior(self, path, **metadata)
+
+
+def check_temperature(temperature: float) -> float:
+    """Return ``temperature`` as a float; raise ``ValueError`` unless it is a finite number >= 0 (not a bool)."""
+    numeric = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+    if not numeric or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    return float(temperature)
 
 
 def randn(n: int, dim: int, generator: torch.Generator | None, like: Prior) -> torch.Tensor:

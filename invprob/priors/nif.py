@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import as_image_shape, check_int
-from .base import LOG_2PI, Prior, randn, standard_normal_log_prob
+from .base import LOG_2PI, Prior, check_temperature, randn, standard_normal_log_prob
 from .layers import ActNorm, FlowSequence, RevNetStep, Upsqueeze, latent_flow_layers
 
 
@@ -167,13 +167,6 @@ class GaussianNIFLayer(nn.Module):
         logdet = 2 * torch.diagonal(chol).log().sum()
         log_zx = 0.5 * (w.pow(2).sum(-1) + 2 * self.std.log().sum() + self.out_dim * LOG_2PI)
         return 0.5 * (v.pow(2).sum(-1) - logdet) - log_zx
-
-
-def _check_temperature(temperature: float) -> float:
-    numeric = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-    if not numeric or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
-    return float(temperature)
 
 
 class NIF(Prior):
@@ -316,7 +309,7 @@ class NIF(Prior):
         ``s = 0`` (default) samples on the learned manifold, ``s = 1`` from the trained density.
         """
         n = check_int(n, "n", minimum=1)
-        w = self.sample_latent(n, _check_temperature(temperature), generator)
+        w = self.sample_latent(n, check_temperature(temperature), generator)
         return self.from_manifold_space(self.layer(self.latent_to_z(w), check_scale(s), generator))
 
     def log_prob(
