@@ -129,6 +129,8 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
         train_trumpet(_realnvp(), _blobs(), tmp_path, mse_steps=1, ml_steps=1)
     with pytest.raises(ValueError, match="val_dataset: expected shape"):
         train_trumpet(_trumpet(), _blobs(), tmp_path, val_dataset=torch.zeros(4, 1, 4, 4), mse_steps=1, ml_steps=1)
+    with pytest.raises(ValueError, match="val_dataset: expected at least one image"):
+        train_flow(_realnvp(), _blobs(), tmp_path, val_dataset=torch.zeros(0, 1, 8, 8), steps=1, progress=False)
     with pytest.raises(ValueError, match="non-finite"):
         bad = _blobs()
         bad[0, 0, 0, 0] = math.nan

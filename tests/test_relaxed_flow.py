@@ -99,6 +99,13 @@ def test_finite_difference_jvp_is_close_to_the_exact_one():
     torch.testing.assert_close(approx, exact, rtol=1e-3, atol=1e-6)
 
 
+def test_encode_dataset_checks_its_arguments():
+    with pytest.raises(ValueError, match="batch_size"):
+        encode_dataset(_prior(), torch.zeros(2, 1, 8, 8), batch_size=0)
+    with pytest.raises(ValueError, match="at least one image"):
+        encode_dataset(_prior(), torch.zeros(0, 1, 8, 8))
+
+
 def test_penalty_weights_increase():
     assert penalty_weight(0, 1.0) == 1.0
     assert penalty_weight(1000, 1.0) == 2.0

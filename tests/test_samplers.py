@@ -17,6 +17,7 @@ import torch
 from invprob.operators import BlockMask, Identity, RandomGaussian, RandomMask, SuperResolution
 from invprob.priors import LinearGaussianPrior
 from invprob.solvers import AmortizedPosterior, FlowPosterior, SolverDiverged, solve, train_amortized
+from invprob.solvers._posterior import data_fit
 from invprob.solvers.pregenerator import PreGenerator
 from invprob.training.checkpoint import CheckpointError
 
@@ -113,6 +114,18 @@ def test_pregenerator_context_shape_is_checked():
         flow(torch.zeros(4, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="unconditional"):
         PreGenerator(2)(torch.zeros(4, 2), torch.zeros(4, 3))
+
+
+def test_pregenerator_sample_count_is_checked():
+    with pytest.raises(ValueError, match="n: expected an int >= 1"):
+        PreGenerator(2).sample(0)
+
+
+def test_data_fit_refuses_measurements_that_would_broadcast():
+    op = Identity((3,))
+    with pytest.raises(ValueError, match="expected 1 or 2 measurements"):
+        data_fit(op, torch.zeros(2, 3), torch.zeros(4, 3), 1.0)
+    assert data_fit(op, torch.zeros(2, 3), torch.ones(1, 3), 1.0).tolist() == [1.5, 1.5]
 
 
 # ---------------------------------------------------------------- accuracy against the exact posterior

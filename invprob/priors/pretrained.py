@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, sha256
+from ..training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, atomic_write, sha256
 from .base import Prior
 from .io import load_prior_file
 
@@ -62,13 +62,14 @@ def load_prior(
 def register_shipped(name: str, description: str, **info: Any) -> None:
     """Add (or refresh) ``name`` in the manifest from the files in ``pretrained/<name>/``.
 
-    Used by the training scripts after a shipped prior is trained; records the checksums.
+    Used by the training scripts after a shipped prior is trained; records the checksums. The
+    manifest is replaced atomically, so a killed script never leaves it half written.
     """
     directory = PRETRAINED_DIR / name
     files = {fname: sha256((directory / fname).read_bytes()) for fname in (WEIGHTS_FILE, CONFIG_FILE)}
     manifest = _manifest()
     manifest[name] = dict(info, description=description, sha256=files)
-    MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write(MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _entry(name: str) -> dict[str, Any]:

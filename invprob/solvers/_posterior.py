@@ -17,6 +17,8 @@ def data_fit(op: Operator, x: torch.Tensor, y: torch.Tensor, sigma: float) -> to
 
     ``y`` has one row per row of ``x`` or a single row shared by all of them.
     """
+    if y.shape[0] not in (1, x.shape[0]):
+        raise ValueError(f"y: expected 1 or {x.shape[0]} measurements (one per row of x), got {y.shape[0]}")
     residual = op(x) - y
     return residual.flatten(1).pow(2).sum(1) / (2.0 * sigma**2)
 

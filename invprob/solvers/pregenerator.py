@@ -214,6 +214,7 @@ class PreGenerator(nn.Module):
 
         ``context`` is ``(n, context_in)`` (one row per sample) or ``(1, context_in)`` (shared).
         """
+        n = check_int(n, "n", minimum=1)
         param = next(self.parameters())
         eps = torch.randn((n, self.dim), generator=generator, dtype=param.dtype).to(param.device)
         z, logdet = self(eps, None if context is None else context.expand(n, -1))

@@ -59,6 +59,8 @@ def fit_options(opts: LoopSettings) -> dict[str, Any]:
 
 def validation_batch(dataset: Dataset | torch.Tensor, prior: Prior, n: int) -> torch.Tensor:
     """The first ``n`` images of ``dataset`` as one checked batch on the prior's device and dtype."""
+    if len(dataset) == 0:
+        raise ValueError("val_dataset: expected at least one image, got an empty dataset")
     batch = stack_items([dataset[i] for i in range(min(n, len(dataset)))])
     return prior.check_data(batch.to(prior.device, prior.dtype), "val_dataset")
 

@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
+from .._checks import check_int
 from ..priors.relaxed import Objective, RelaxedInjectiveFlow, injflow_loss
 from .common import SinglePhaseOptions, finish, fit_options, relative_error, validation_batch
 from .loop import fit, stack_items
@@ -47,6 +48,9 @@ def penalty_weight(step: int, nu: float) -> float:
 
 def encode_dataset(prior: RelaxedInjectiveFlow, dataset: Dataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Amortised codes ``h(x)`` of every item of ``dataset``, shape ``(len(dataset), d)``."""
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    if len(dataset) == 0:
+        raise ValueError("dataset: expected at least one image, got an empty dataset")
     codes = []
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
