@@ -17,6 +17,7 @@ Subclasses implement ``_decode``, ``_encode``, ``_log_prob``, ``_latent_log_prob
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
@@ -58,10 +59,12 @@ class Prior(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
+        """Device of the first parameter (CPU for a prior without parameters)."""
         return next((t.device for t in self.parameters()), torch.device("cpu"))
 
     @property
     def dtype(self) -> torch.dtype:
+        """Dtype of the first parameter (float32 for a prior without parameters)."""
         return next((t.dtype for t in self.parameters()), torch.float32)
 
     def check_data(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
@@ -123,7 +126,7 @@ class Prior(nn.Module, ABC):
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments (JSON-serialisable) that rebuild this architecture."""
 
-    def save(self, path: str, **metadata: Any) -> None:
+    def save(self, path: str | os.PathLike, **metadata: Any) -> None:
         """Save weights and config to the checkpoint directory ``path`` (atomic writes)."""
         from .io import save_prior
 

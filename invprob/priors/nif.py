@@ -191,8 +191,8 @@ class NIF(Prior):
     value is a deterministic, differentiable function of ``x`` (``log_prob_kind = "bound"``).
     ``log_prob(x, n_samples=K)`` instead returns the importance-sampled estimate with ``q`` as the
     proposal; since ``p(x'|z) / q(z|x') = int p(x'|z') dz'``, it reads
-    ``manifold term + log mean_k p_z(z_k)``, whose expectation lower-bounds ``log p(x)`` and
-    tightens as ``K`` grows (16-32 draws are typical).
+    ``manifold term + log mean_k p_z(z_k) - log|det J_F(x')|``, whose expectation lower-bounds
+    ``log p(x)`` and tightens as ``K`` grows (16-32 draws are typical).
 
     Args:
         data_shape: ``(C, H, W)`` with ``H, W`` divisible by ``2 ** n_scales``.

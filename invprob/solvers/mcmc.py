@@ -276,7 +276,8 @@ class _LatentMCMC(Solver):
     @abstractmethod
     def make_kernel(
         self, target: LogDensity, prior: Prior, z0: torch.Tensor, generator: torch.Generator | None
-    ) -> Kernel: ...
+    ) -> Kernel:
+        """The transition kernel for chains started at ``z0`` ``(B * n_chains, d)``."""
 
     def kernel_extras(self, kernel: Kernel, batch: int) -> dict[str, torch.Tensor]:
         """Method-specific ``Result.extras`` read from the kernel after the run."""

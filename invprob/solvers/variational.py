@@ -95,6 +95,7 @@ class FlowPosterior:
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images ``decode(u(eps))``, ``eps ~ N(0, I)`` drawn from ``generator``."""
         return self.decode(self.flow.sample(n, generator=generator)[0])
 
 
@@ -199,13 +200,16 @@ class _PerMeasurementVI(Solver):
     Options = VIOptions
 
     @abstractmethod
-    def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior: ...
+    def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior:
+        """A fresh flow (initialised from ``generator``) and its map to images."""
 
     @abstractmethod
-    def log_posterior(self, prior: Prior, op: Operator, y: torch.Tensor, sigma: float) -> LogDensity: ...
+    def log_posterior(self, prior: Prior, op: Operator, y: torch.Tensor, sigma: float) -> LogDensity:
+        """The unnormalised log-posterior the flow is fitted to, for one measurement ``y`` ``(1, ...)``."""
 
     @abstractmethod
-    def require_density(self, prior: Prior) -> None: ...
+    def require_density(self, prior: Prior) -> None:
+        """Raise ``TypeError`` unless the prior provides the density the target needs."""
 
     def run(
         self,

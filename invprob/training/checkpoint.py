@@ -47,6 +47,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
 
 
 def sha256(data: bytes) -> str:
+    """Hex SHA-256 digest of ``data`` (recorded in ``config.json`` and in the pretrained manifest)."""
     return hashlib.sha256(data).hexdigest()
 
 
