@@ -249,8 +249,7 @@ def _cells(out: Path, model: Any, op_spec: OperatorSpec, method: str, indices: l
     y = torch.cat([n[0] for n in noisy])
     sigma = torch.cat([n[1] for n in noisy])
     generator = torch.Generator().manual_seed(config["seed"] * 7919 + indices[0])
-    result = solve(op, model, y, method, generator=generator, **_with_sigma(method, options, sigma))
-    x_hat = result.x_hat.detach()
+    x_hat, seconds = _solve_batch(op, model, y, method, generator, options, sigma)
     if indices[0] == 0:
         _save_example(out, op_spec, method, x_hat[0])
         with torch.no_grad():
@@ -258,7 +257,7 @@ def _cells(out: Path, model: Any, op_spec: OperatorSpec, method: str, indices: l
     scores = {"snr": snr(x, x_hat), "psnr": psnr(x, x_hat), "ssim": ssim(x, x_hat)}
     return [
         {"operator": op_spec.text, "method": method, "image": i, **{k: float(v[k_]) for k, v in scores.items()},
-         "seconds": result.seconds / len(indices)}
+         "seconds": seconds / len(indices)}
         for k_, i in enumerate(indices)
     ]
 
@@ -274,13 +273,27 @@ def _load_example(out: Path, op_spec: OperatorSpec, name: str) -> torch.Tensor:
     return torch.from_numpy(np.load(out / "examples" / f"{_slug(op_spec.text)}__{name}.npy"))
 
 
-def _with_sigma(method: str, options: dict[str, Any], sigma: torch.Tensor) -> dict[str, Any]:
-    """Pass the known per-image noise levels to methods whose options take ``sigma`` (unless the user set it)."""
+def _solve_batch(op: LinearOperator, model: Any, y: torch.Tensor, method: str, generator: torch.Generator,
+                 options: dict[str, Any], sigma: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Solve a batch; return the estimates and the wall seconds.
+
+    Methods whose options take ``sigma`` get the known noise levels (unless the user set one): all of
+    them at once when the method accepts one level per image, else one image at a time.
+    """
+    from .solvers import make_options, solve
     from .solvers.base import METHODS
 
-    if "sigma" in METHODS[method].Options.model_fields and "sigma" not in options:
-        return dict(options, sigma=sigma)
-    return dict(options)
+    if "sigma" not in METHODS[method].Options.model_fields or "sigma" in options:
+        result = solve(op, model, y, method, generator=generator, **options)
+        return result.x_hat.detach(), result.seconds
+    try:
+        make_options(method, **options, sigma=sigma)
+    except ValueError:
+        results = [solve(op, model, y[k : k + 1], method, generator=generator, **options, sigma=float(sigma[k]))
+                   for k in range(len(y))]
+        return torch.cat([r.x_hat.detach() for r in results]), sum(r.seconds for r in results)
+    result = solve(op, model, y, method, generator=generator, **options, sigma=sigma)
+    return result.x_hat.detach(), result.seconds
 
 
 def _slug(text: str) -> str:

@@ -133,3 +133,9 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert load_prior(out).data_shape == (1, 16, 16)
     assert main(["train", "trumpet", "--out", str(tmp_path / "x"), "--opt", "mse_stepz=3"]) == 1
     assert "mse_stepz" in capsys.readouterr().err
+
+
+def test_benchmark_runs_samplers_with_the_known_noise_level(tmp_path, pca_prior_dir):
+    summary = _run(tmp_path, pca_prior_dir, operators="gauss:100", methods="pinv,langevin",
+                   method_options={"langevin": {"n_samples": 3, "burn_in": 3, "n_chains": 2, "step_size": 1e-3}})
+    assert summary["snr"]["gauss:100"]["langevin"][2] == 2
