@@ -8,23 +8,11 @@ per image) and writes a figure ``truth | A^+ y | each method``. Offline; about a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import torch
 from tqdm.auto import tqdm
 
 METHODS = ("pinv", "tv", "csgm", "dip", "iflow", "iflow-l")
 
-#: Per-method options of the demo: the defaults of each method, with budgets trimmed so the whole
-#: demo stays around a minute on 2 CPU cores.
-DEMO_OPTIONS: dict[str, dict[str, Any]] = {
-    "pinv": {},
-    "tv": {"lam": 0.01, "iterations": 100},
-    "csgm": {"restarts": 10, "iterations": 150, "lr": 0.05},
-    "dip": {"iterations": 300},
-    "iflow": {"iterations": 150},
-    "iflow-l": {"iterations": 150},
-}
 
 
 def run_demo(
@@ -39,6 +27,7 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Run the demo; return ``{method: {"snr", "ssim", "seconds"}}`` (means over images) and write the figure."""
+    from .bench import QUICK_OPTIONS
     from .data import load_dataset
     from .metrics import snr, ssim
     from .operators import RandomGaussian, add_noise
@@ -54,7 +43,7 @@ def run_demo(
     table: dict[str, dict[str, float]] = {}
     estimates = {}
     for method in tqdm(methods, desc="demo", disable=not progress):
-        options = dict(DEMO_OPTIONS.get(method, {}))
+        options = dict(QUICK_OPTIONS.get(method, {}))
         result = solve(op, model, y, method, generator=torch.Generator().manual_seed(seed), **options)
         x_hat = result.x_hat.detach()
         estimates[method] = x_hat
