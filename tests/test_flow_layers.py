@@ -142,6 +142,18 @@ def test_coupling_scale_is_bounded_away_from_zero():
     assert abs(float(s[2]) - (0.01 + 0.99 * torch.sigmoid(torch.tensor(2.0, dtype=torch.float64)).item())) < 1e-12
 
 
+def test_coupling_scale_range_around_one_starts_at_identity_scale():
+    h = torch.tensor([-1e6, 0.0, 1e6], dtype=torch.float64)
+    s = bounded_scale(h, (0.5, 2.0))
+    torch.testing.assert_close(s, torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("scale_range", [(0.0, 1.0), (1.0, 2.0), (0.5, 0.4), (0.1, 0.5, 2.0)])
+def test_coupling_rejects_bad_scale_range(scale_range):
+    with pytest.raises(ValueError, match="scale_range"):
+        AffineCoupling(4, 4, scale_range=scale_range)
+
+
 def test_coupling_starts_as_a_constant_scaling():
     layer = AffineCoupling(4, 4, hidden=8).double()
     x = _x((4, 4, 4))

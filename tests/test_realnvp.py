@@ -67,3 +67,13 @@ def test_bad_architectures_raise():
         RealNVP((16,))
     with pytest.raises(ValueError, match="n_steps"):
         RealNVP((1, 4, 4), n_steps=0)
+    with pytest.raises(ValueError, match="scale_range"):
+        RealNVP((1, 4, 4), scale_range=(2.0, 4.0))
+
+
+def test_every_coupling_uses_the_scale_range_and_far_inputs_stay_finite():
+    prior = _random(scale_range=(0.5, 2.0))
+    couplings = [m for m in prior.modules() if type(m).__name__ == "AffineCoupling"]
+    assert len(couplings) == 7 and all(c.scale_range == (0.5, 2.0) for c in couplings)
+    assert prior.config()["scale_range"] == [0.5, 2.0]
+    assert torch.isfinite(prior.log_prob(1e3 * torch.randn(2, 1, 4, 4, dtype=torch.float64))).all()

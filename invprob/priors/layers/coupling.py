@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -11,23 +12,38 @@ from .unet import SmallUNet
 
 Mask = Literal["channel", "checkerboard"]
 
-MIN_SCALE = 0.01
+CONTRACTING = (0.01, 1.0)
 
 
-def bounded_scale(h: torch.Tensor) -> torch.Tensor:
-    """``s = 0.01 + 0.99 sigmoid(h + 2)`` in ``(0.01, 1)``: never 0, about 0.88 at ``h = 0``."""
-    return MIN_SCALE + (1 - MIN_SCALE) * torch.sigmoid(h + 2.0)
+def scale_offset(scale_range: tuple[float, float]) -> float:
+    """Offset ``c`` of :func:`bounded_scale`: ``sigmoid(c) = 0.88`` if the range ends at or below 1, else ``s(0) = 1``."""
+    low, high = scale_range
+    if high <= 1.0:
+        return 2.0
+    return math.log((1.0 - low) / (high - 1.0))
+
+
+def bounded_scale(h: torch.Tensor, scale_range: tuple[float, float] = CONTRACTING) -> torch.Tensor:
+    """``s = low + (high - low) sigmoid(h + c)`` in ``(low, high)``, never 0.
+
+    With the default contracting range ``(0.01, 1)``, ``c = 2`` (``s`` about 0.88 at ``h = 0``);
+    with a range that contains 1 (e.g. RealNVP's ``(0.5, 2)``), ``c`` makes ``s(0) = 1``.
+    """
+    low, high = scale_range
+    return low + (high - low) * torch.sigmoid(h + scale_offset(scale_range))
 
 
 class AffineCoupling(FlowLayer):
     """Affine coupling: part ``x_a`` of the input conditions an affine map of the rest ``x_b``.
 
     In the generative direction (``forward``) ``y_b = s(x_a) * x_b + b(x_a)`` with the scale
-    :func:`bounded_scale` in ``(0.01, 1)``, so ``logdet = sum log s`` over the entries of ``x_b``
+    :func:`bounded_scale` in ``scale_range`` (default ``(0.01, 1)``), so ``logdet = sum log s`` over the entries of ``x_b``
     (the Jacobian is triangular), and ``inverse`` is ``x_b = (y_b - b(y_a)) / s(y_a)``; ``x_a``
     passes unchanged. The generative map thus scales ``x_b`` down, never up, which keeps
     ``g(g^dagger(x))`` stable in TRUMPET training (errors from the pseudo-inverses are not
-    multiplied by up to ``1 / 0.01`` on the way back to the image).
+    multiplied by up to ``1 / 0.01`` on the way back to the image). A bijective flow trained by
+    maximum likelihood runs the other way, where that range lets every layer expand by up to
+    100: RealNVP therefore uses a range around 1 such as ``(0.5, 2)``.
 
     ``mask="channel"`` splits the channels into halves (the first ``C // 2`` condition, or the
     last ``C // 2`` if ``flip``);
@@ -45,8 +61,13 @@ class AffineCoupling(FlowLayer):
         flip: bool = False,
         hidden: int = 32,
         depth: int = 2,
+        scale_range: tuple[float, float] = CONTRACTING,
     ) -> None:
         super().__init__()
+        bounds = tuple(float(v) for v in scale_range)
+        if len(bounds) != 2 or not 0 < bounds[0] < min(bounds[1], 1.0):
+            raise ValueError(f"scale_range: expected 0 < low < high and low < 1, got {tuple(scale_range)}")
+        self.scale_range = bounds
         if mask not in ("channel", "checkerboard"):
             raise ValueError(f"mask: expected 'channel' or 'checkerboard', got {mask!r}")
         if mask == "channel" and channels < 2:
@@ -79,7 +100,7 @@ class AffineCoupling(FlowLayer):
 
     def _scale_shift(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, shift = self.net(cond).chunk(2, dim=1)
-        return bounded_scale(h), shift
+        return bounded_scale(h, self.scale_range), shift
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mask == "channel":
