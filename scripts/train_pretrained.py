@@ -138,8 +138,9 @@ def train(name: str, runs: Path) -> Path:
 
 
 def training_seconds(trained: Path) -> float:
-    """Seconds spent in the optimisation steps, summed over the phases' checkpoints (last call of each)."""
-    return sum(json.loads(state.read_text())["seconds_this_call"] for state in trained.glob("*-state/" + CONFIG_FILE))
+    """Seconds spent in the optimisation steps, summed over the phases (every call of each)."""
+    states = [json.loads(state.read_text()) for state in trained.glob("*-state/" + CONFIG_FILE)]
+    return sum(state.get("seconds", state["seconds_this_call"]) for state in states)
 
 
 def install(name: str, trained: Path) -> Path:

@@ -55,6 +55,16 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_checkpoint_counts_the_seconds_of_every_call(tmp_path):
+    fit(_model(), _loss, _data(), tmp_path, stop_after=10, **OPTS)
+    state = tmp_path / "train-state" / "config.json"
+    first = json.loads(state.read_text())
+    fit(_model(), _loss, _data(), tmp_path, resume=True, **OPTS)
+    second = json.loads(state.read_text())
+    assert first["seconds"] == first["seconds_this_call"] > 0
+    assert second["seconds"] == pytest.approx(first["seconds"] + second["seconds_this_call"])
+
+
 def test_existing_checkpoint_needs_resume(tmp_path):
     fit(_model(), _loss, _data(), tmp_path, stop_after=5, **OPTS)
     with pytest.raises(FileExistsError, match="resume=True"):

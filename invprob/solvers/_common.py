@@ -21,7 +21,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..operators.base import Operator
-from .base import Callback, SolverDiverged, SolverOptions
+from .base import Callback, SolverDiverged, SolverOptions, divergence_hint
 
 OptimizerName = Literal["adam", "gd"]
 
@@ -57,9 +57,7 @@ def squared_residual(op: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.Te
 def check_iterate(x: torch.Tensor, iteration: int, method: str) -> None:
     """Raise :class:`SolverDiverged` if an optimizer step produced NaN or Inf."""
     if not bool(torch.isfinite(x).all()):
-        raise SolverDiverged(
-            f"{method}: the iterate became non-finite at iteration {iteration}; try a smaller step size (lr)"
-        )
+        raise SolverDiverged(f"{method}: the iterate became non-finite at iteration {iteration}; {divergence_hint(iteration)}")
 
 
 def progress_bar(total: int, method: str, enabled: bool | None) -> tqdm:

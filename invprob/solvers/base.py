@@ -158,10 +158,22 @@ def solve(
     return result
 
 
-def check_loss(loss: torch.Tensor, iteration: int, method: str, hint: str = "try a smaller step size (lr)") -> None:
-    """Raise :class:`SolverDiverged` if any entry of ``loss`` is NaN or Inf."""
+def divergence_hint(iteration: int) -> str:
+    """What to try when a solver diverges at ``iteration``.
+
+    At iteration 0 the usual cause is a start far outside the data the prior was trained on (a
+    flow's inverse can overflow there), so the hint suggests a start inside the data range too.
+    """
+    if iteration == 0:
+        return ("the first step was not finite: start inside the prior's data range "
+                "(e.g. x_init=op.pinv(y).clamp(-1, 1)) or try a smaller step size (lr)")
+    return "try a smaller step size (lr)"
+
+
+def check_loss(loss: torch.Tensor, iteration: int, method: str, hint: str | None = None) -> None:
+    """Raise :class:`SolverDiverged` if any entry of ``loss`` is NaN or Inf (``hint``: default :func:`divergence_hint`)."""
     if not bool(torch.isfinite(loss).all()):
-        raise SolverDiverged(f"{method}: the loss became non-finite at iteration {iteration}; {hint}")
+        raise SolverDiverged(f"{method}: the loss became non-finite at iteration {iteration}; {hint or divergence_hint(iteration)}")
 
 
 def sigma_per_sample(sigma: float | torch.Tensor | None, y: torch.Tensor, name: str = "sigma") -> torch.Tensor | None:

@@ -96,11 +96,11 @@ def fit(
         raise ValueError("params: nothing to optimise (no parameter requires grad)")
     optimizer = torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
     history: dict[str, list] = {"step": [], "loss": [], "val": []}
-    step = 0
+    step, seconds_before = 0, 0.0
     if (state_dir / CONFIG_FILE).exists():
         if not resume:
             raise FileExistsError(f"out_dir: {state_dir} holds a checkpoint; pass resume=True or use another directory")
-        step, history = _restore(state_dir, model, optimizer, opts)
+        step, history, seconds_before = _restore(state_dir, model, optimizer, opts)
     model.train()
     last = opts.steps if stop_after is None else min(opts.steps, step + stop_after)
     bar = tqdm(total=opts.steps, initial=step, desc=opts.phase, disable=not opts.progress, file=sys.stderr)
@@ -125,7 +125,7 @@ def fit(
         if validate is not None and (step % opts.validate_every == 0 or step == opts.steps):
             history["val"].append({"step": step, **_validate(model, validate)})
         if step % opts.checkpoint_every == 0 or step == last:
-            _save(state_dir, model, optimizer, opts, step, history, time.perf_counter() - start)
+            _save(state_dir, model, optimizer, opts, step, history, time.perf_counter() - start, seconds_before)
     bar.close()
     model.eval()
     return history
@@ -160,8 +160,10 @@ def _validate(model: nn.Module, validate: ValidateFn) -> dict[str, float]:
 
 
 def _save(
-    state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, opts: FitOptions, step: int, history: dict, seconds: float
+    state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, opts: FitOptions, step: int, history: dict,
+    seconds: float, seconds_before: float,
 ) -> None:
+    """Write the training state; ``seconds`` of this call, plus ``seconds_before`` of earlier calls for the total."""
     opt_tensors, opt_skeleton = flatten_state(optimizer.state_dict())
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"optimizer{k}": v for k, v in opt_tensors.items()})
@@ -173,11 +175,13 @@ def _save(
         "history": history,
         "optimizer": opt_skeleton,
         "seconds_this_call": seconds,
+        "seconds": seconds_before + seconds,
     }
     save_checkpoint(state_dir, tensors, config)
 
 
-def _restore(state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, opts: FitOptions) -> tuple[int, dict]:
+def _restore(state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, opts: FitOptions) -> tuple[int, dict, float]:
+    """Load a training state into ``model`` and ``optimizer``; return its step, history and seconds so far."""
     tensors, config = load_checkpoint(state_dir)
     if config.get("model_class") != type(model).__name__:
         raise CheckpointError(f"checkpoint {state_dir}: trains a {config.get('model_class')}, not a {type(model).__name__}")
@@ -195,4 +199,4 @@ def _restore(state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     optimizer.load_state_dict(unflatten_state(opt_tensors, config["optimizer"]))
     if not math.isfinite(config["step"]) or config["step"] < 0:
         raise CheckpointError(f"checkpoint {state_dir}: invalid step {config['step']}")
-    return int(config["step"]), config["history"]
+    return int(config["step"]), config["history"], float(config.get("seconds", config.get("seconds_this_call", 0.0)))
