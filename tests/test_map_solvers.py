@@ -77,14 +77,38 @@ def test_callback_can_stop_early_and_x_init_is_used():
     p = linear_problem(dtype=torch.float64)
     result = solve(p.op, p.prior, p.y, "iflow", iterations=50, callback=lambda i, v, info: i == 4, **QUIET)
     assert len(result.history["loss"]) == 5
-    start = solve(p.op, p.prior, p.y, "iflow", x_init=p.x, iterations=1, lr=1e-12, **QUIET)
+    start = solve(p.op, p.prior, p.y, "iflow", x_init=p.x, iterations=1, lr=1e-12, start_range=None, **QUIET)
     assert rel_error(start.x_hat, p.x) < 1e-9
 
 
 def test_iflow_without_final_projection_returns_the_raw_iterate():
     p = linear_problem(dtype=torch.float64)
-    result = solve(p.op, p.prior, p.y, "iflow", iterations=1, lr=1e-12, final_projection=False, **QUIET)
+    result = solve(p.op, p.prior, p.y, "iflow", iterations=1, lr=1e-12, final_projection=False, start_range=None, **QUIET)
     torch.testing.assert_close(result.x_hat, p.op.pinv(p.y))
+
+
+def test_iflow_clips_the_start_to_start_range():
+    p = linear_problem(dtype=torch.float64)
+    start = p.op.pinv(p.y)
+    assert start.abs().max() > 0.5, "the test needs a start that the range clips"
+    result = solve(p.op, p.prior, p.y, "iflow", iterations=1, lr=1e-12, final_projection=False, start_range=(-0.5, 0.5), **QUIET)
+    torch.testing.assert_close(result.x_hat, start.clamp(-0.5, 0.5))
+    with pytest.raises(ValueError, match="start_range"):
+        solve(p.op, p.prior, p.y, "iflow", start_range=(1.0, -1.0), **QUIET)
+
+
+def test_keep_best_returns_each_images_lowest_objective_iterate():
+    """With a step that makes the data fit grow, keep_best returns the best seen iterate, per image."""
+    p = linear_problem(dtype=torch.float64)
+    seen = []
+    common = dict(optimizer="gd", lr=3.0, iterations=6, callback=lambda i, v, info: seen.append(v), **QUIET)
+    last = solve(p.op, p.prior, p.y, "iflow", keep_best=False, **common)
+    best = solve(p.op, p.prior, p.y, "iflow", **common)
+    candidates = torch.stack([*seen[:6], last.x_hat])  # both runs see the same iterates
+    fits = (p.op(candidates.flatten(0, 1)).reshape(7, len(p.y), -1) - p.y.flatten(1)).pow(2).sum(-1)
+    assert fits[-1].min() > fits[0].max(), "the test needs iterates that get worse"
+    torch.testing.assert_close(best.x_hat, candidates[fits.argmin(0), torch.arange(len(p.y))])
+    torch.testing.assert_close(last.x_hat, candidates[-1])
 
 
 def test_divergence_is_reported_with_the_iteration():

@@ -140,4 +140,4 @@ def test_divergence_names_the_iteration():
 def test_divergence_at_the_first_step_suggests_a_start_inside_the_data_range():
     p = linear_problem()
     with pytest.raises(SolverDiverged, match=r"iteration 0; the first step .* x_init=op.pinv\(y\).clamp"):
-        solve(p.op, p.prior, p.y, "iflow", x_init=torch.full_like(p.x, 1e30), iterations=3, **QUIET)
+        solve(p.op, p.prior, p.y, "iflow", x_init=torch.full_like(p.x, 1e30), start_range=None, iterations=3, **QUIET)

@@ -14,12 +14,23 @@ projections); iFlow-L weights the prior term by ``w = lam * sigma^2`` when the n
 ``sigma`` is given -- the paper's ``sigma^2 R`` with ``lam = 1`` is then exactly the negative log
 posterior times ``sigma^2`` -- and by ``w = lam`` otherwise (the reference code's convention, where
 ``lam`` plays the role of ``sigma^2``; its default 1e-2 comes from there).
+
+With ``keep_best`` (the default) the solver returns, per image, the projected iterate ``v`` of
+lowest objective among ``P(x[0]), ..., P(x[T])`` rather than ``P(x[T])`` alone: a TRUMPET's
+projection can jump far off the data for some iterates (on one 64x64 ellipse phantom under x4
+super-resolution the last iterate scored -32 dB where iteration 2 had 20 dB), and keeping the best
+costs one comparison per iteration. The start is clipped to ``start_range`` (default ``[-1, 1]``,
+the data range of the toolkit's datasets): an injective flow's pseudo-inverse can overflow just
+outside the data it was trained on (``trumpet-ellipses`` maps a 64x64 phantom's ``A^+ y``, whose
+background dips to -1.08, to values of 1e6, and iFlow-L then never recovers), and a limited-angle
+CT ``A^+ y`` spans about ``[-6, 5]``. ``keep_best=False, start_range=None`` is Algorithm 1 as
+written.
 """
 
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..operators.base import Operator
 from ..priors.base import Prior
@@ -41,6 +52,19 @@ class IFlowOptions(IterativeOptions):
 
     lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="step size of the optimizer")
     final_projection: bool = Field(True, description="project the last iterate onto the range (Algorithm 1, last line)")
+    start_range: tuple[float, float] | None = Field(
+        (-1.0, 1.0), description="clip the start (A^+ y or x_init) to this range, the data range of invprob's datasets; None: no clipping"
+    )
+    keep_best: bool = Field(
+        True, description="return, per image, the projected iterate of lowest objective (False: the last one, as Algorithm 1)"
+    )
+
+    @field_validator("start_range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"start_range: expected (low, high) with low < high, got {value}")
+        return value
 
 
 class IFlowLOptions(IFlowOptions):
@@ -77,13 +101,17 @@ class IFlow(Solver):
         weight = self.prior_weight(y)
         with torch.no_grad():
             start = op.pinv(y) if x_init is None else x_init
+            if opts.start_range is not None:
+                start = start.clamp(*opts.start_range)
         x = start.detach().clone().requires_grad_(True)
         optimizer = make_optimizer(opts.optimizer, [x], opts.lr)
         history: dict[str, list[float]] = {}
+        best = _BestIterate()
         with progress_bar(opts.iterations, self.name, opts.progress) as bar:
             for it in range(opts.iterations):
                 v, loss, fit = self._objective(op, prior, y, x, weight)
                 check_loss(loss, it, self.name)
+                best.update(v, loss)
                 (x.grad,) = torch.autograd.grad(loss.sum(), x)
                 optimizer.step()
                 check_iterate(x, it, self.name)
@@ -91,9 +119,14 @@ class IFlow(Solver):
                 bar.update()
                 if notify(callback, it, v, info):
                     break
+        if not opts.final_projection:
+            return Result(x_hat=x.detach(), method=self.name, options=opts, history=history)
         with torch.no_grad():
-            x_hat = prior.project(x) if opts.final_projection else x.detach()
-        return Result(x_hat=x_hat.detach(), method=self.name, options=opts, history=history)
+            v, loss, _ = self._objective(op, prior, y, x, weight)
+        if opts.keep_best:
+            best.update(v, loss)
+            v = best.v
+        return Result(x_hat=v.detach(), method=self.name, options=opts, history=history)
 
     def _objective(
         self, op: Operator, prior: Prior, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None
@@ -105,6 +138,23 @@ class IFlow(Solver):
         if weight is not None:
             loss = loss - weight * prior.log_prob(v)
         return v, loss, fit
+
+
+class _BestIterate:
+    """Per batch element, the iterate ``v`` with the lowest finite objective passed to :meth:`update`."""
+
+    def __init__(self) -> None:
+        self.v: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, v: torch.Tensor, loss: torch.Tensor) -> None:
+        v, loss = v.detach(), torch.where(torch.isfinite(loss), loss.detach(), torch.inf)
+        if self.v is None:
+            self.v, self.loss = v.clone(), loss.clone()
+            return
+        better = loss < self.loss
+        self.v[better], self.loss[better] = v[better], loss[better]
 
 
 @register
