@@ -251,7 +251,6 @@ def _cells(out: Path, model: Any, op_spec: OperatorSpec, method: str, indices: l
     time divided by its size.
     """
     from .metrics import psnr, snr, ssim
-    from .solvers import solve
 
     op = op_spec.build(model.data_shape, config["seed"]).to(device)
     x = images[indices].to(device=device, dtype=model.dtype)
@@ -262,7 +261,7 @@ def _cells(out: Path, model: Any, op_spec: OperatorSpec, method: str, indices: l
     y = torch.cat([n[0] for n in noisy])
     sigma = torch.cat([n[1] for n in noisy])
     generator = torch.Generator().manual_seed(config["seed"] * 7919 + indices[0])
-    x_hat, seconds = _solve_batch(op, model, y, method, generator, options, sigma)
+    x_hat, seconds = solve_known_noise(op, model, y, method, generator, options, sigma)
     if indices[0] == 0:
         _save_example(out, op_spec, method, x_hat[0])
         with torch.no_grad():
@@ -286,7 +285,7 @@ def _load_example(out: Path, op_spec: OperatorSpec, name: str) -> torch.Tensor:
     return torch.from_numpy(np.load(out / "examples" / f"{_slug(op_spec.text)}__{name}.npy"))
 
 
-def _solve_batch(op: LinearOperator, model: Any, y: torch.Tensor, method: str, generator: torch.Generator,
+def solve_known_noise(op: LinearOperator, model: Any, y: torch.Tensor, method: str, generator: torch.Generator,
                  options: dict[str, Any], sigma: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Solve a batch; return the estimates and the wall seconds.
 
@@ -294,9 +293,8 @@ def _solve_batch(op: LinearOperator, model: Any, y: torch.Tensor, method: str, g
     them at once when the method accepts one level per image, else one image at a time.
     """
     from .solvers import make_options, solve
-    from .solvers.base import METHODS
 
-    if "sigma" not in METHODS[method].Options.model_fields or "sigma" in options:
+    if "sigma" not in type(make_options(method, **options)).model_fields or "sigma" in options:
         result = solve(op, model, y, method, generator=generator, **options)
         return result.x_hat.detach(), result.seconds
     try:
