@@ -293,8 +293,9 @@ def solve_known_noise(op: LinearOperator, model: Any, y: torch.Tensor, method: s
     them at once when the method accepts one level per image, else one image at a time.
     """
     from .solvers import make_options, solve
+    from .solvers.base import options_model
 
-    if "sigma" not in type(make_options(method, **options)).model_fields or "sigma" in options:
+    if "sigma" not in options_model(method).model_fields or "sigma" in options:
         result = solve(op, model, y, method, generator=generator, **options)
         return result.x_hat.detach(), result.seconds
     try:

@@ -188,6 +188,11 @@ def sigma_per_sample(sigma: float | torch.Tensor | None, y: torch.Tensor, name: 
     return s
 
 
+def options_model(method: str) -> type[SolverOptions]:
+    """The pydantic options model of ``method`` (its fields are the valid options)."""
+    return _lookup(method).Options
+
+
 def _lookup(method: str) -> type[Solver]:
     _load_builtin_methods()
     if not isinstance(method, str) or method not in METHODS:
