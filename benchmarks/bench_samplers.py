@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32, help="posterior samples per image")
     parser.add_argument("--m", type=int, default=250, help="measurements of the Gaussian operator")
     parser.add_argument("--sigma", type=float, default=0.05, help="noise std (images in [-1, 1])")
+    parser.add_argument("--problem", choices=("all", "inpaint", "gauss"), default="all",
+                        help="one problem only (its own section, so two processes can share the cores)")
     parser.add_argument("--quick", action="store_true", help="short runs, to check the script")
     parser.add_argument("--dry-run", action="store_true", help="print the section instead of writing it")
     args = parser.parse_args()
@@ -129,11 +131,13 @@ def main() -> None:
         raise SystemExit(f"prior {args.prior}: data_shape {prior.data_shape} does not match the digits {x.shape[1:]}")
     opts = settings(args.sigma, args.samples, args.quick)
     problems = {
-        "inpaint bottom half": bottom_half_inpainting(prior.data_shape),
-        f"RandGauss({args.m})": RandomGaussian(prior.data_shape, args.m, seed=0),
+        "inpaint": ("inpaint bottom half", bottom_half_inpainting(prior.data_shape)),
+        "gauss": (f"RandGauss({args.m})", RandomGaussian(prior.data_shape, args.m, seed=0)),
     }
+    if args.problem != "all":
+        problems = {args.problem: problems[args.problem]}
     rows = []
-    for name, op in problems.items():
+    for name, op in problems.values():
         rows += problem_rows(name, op, prior, x, args.sigma, opts)
     body = (
         header()
@@ -145,7 +149,8 @@ def main() -> None:
     if args.dry_run:
         print(body)
     else:
-        write_section("samplers", "Posterior samplers on test digits", body)
+        suffix = "" if args.problem == "all" else f"-{args.problem}"
+        write_section(f"samplers{suffix}", f"Posterior samplers on test digits{suffix.replace('-', ': ')}", body)
 
 
 if __name__ == "__main__":
