@@ -10,7 +10,6 @@ steps after one warm-up step, and extrapolates to one epoch. Writes the ``priors
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,8 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.record import header, write_section  # noqa: E402
-from invprob.priors import PRIOR_CLASSES  # noqa: E402
-from invprob.priors.pretrained import PRETRAINED_DIR  # noqa: E402
+from invprob.priors.pretrained import load_prior  # noqa: E402
 from invprob.training import fit  # noqa: E402
 from invprob.training.priors import _ml_loss, _mse_loss  # noqa: E402
 
@@ -42,8 +40,8 @@ def training_images() -> tuple[torch.Tensor, str]:
 
 def shipped_architecture(name: str) -> torch.nn.Module:
     """A freshly initialised model with the architecture of the shipped prior ``name``."""
-    record = json.loads((PRETRAINED_DIR / name / "config.json").read_text())
-    return PRIOR_CLASSES[record["class"]](**record["config"])
+    shipped = load_prior(name)
+    return type(shipped)(**shipped.config())
 
 
 def flow_loss(model, batch, generator):

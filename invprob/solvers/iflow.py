@@ -119,14 +119,16 @@ class IFlow(Solver):
                 bar.update()
                 if notify(callback, it, v, info):
                     break
-        if not opts.final_projection:
-            return Result(x_hat=x.detach(), method=self.name, options=opts, history=history)
         with torch.no_grad():
-            v, loss, _ = self._objective(op, prior, y, x, weight)
-        if opts.keep_best:
-            best.update(v, loss)
-            v = best.v
-        return Result(x_hat=v.detach(), method=self.name, options=opts, history=history)
+            if not opts.final_projection:
+                x_hat = x.detach()
+            elif opts.keep_best:
+                v, loss, _ = self._objective(op, prior, y, x, weight)
+                best.update(v, loss)
+                x_hat = best.v
+            else:
+                x_hat = prior.project(x).detach()
+        return Result(x_hat=x_hat, method=self.name, options=opts, history=history)
 
     def _objective(
         self, op: Operator, prior: Prior, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None
