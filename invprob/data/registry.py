@@ -11,10 +11,12 @@ from torch.utils.data import Dataset
 from .digits import digits_dataset
 from .ellipses import ellipses_dataset
 from .files import array_dataset, folder_dataset
+from .mnist import mnist_dataset
 from .phantom import shepp_logan_dataset
 
 _LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits": digits_dataset,
+    "mnist": mnist_dataset,
     "ellipses": ellipses_dataset,
     "shepp-logan": shepp_logan_dataset,
     "folder": folder_dataset,
@@ -33,7 +35,10 @@ def load_dataset(name: str, split: str = "train", **options: Any) -> Dataset:
     ========================  ==========================================================  ===========
     name                      contents                                                    splits
     ========================  ==========================================================  ===========
-    ``"digits"``              scikit-learn's 1,797 digits, 1x32x32 (``with_labels``)      1,500 / 297
+    ``"digits"``              scikit-learn's 1,797 8x8 digits enlarged to 1x32x32          1,500 / 297
+                              (``with_labels``)
+    ``"mnist"``               5,000 real MNIST digits padded to 1x32x32 (``with_labels``;  4,500 / 500
+                              extra ``invprob[mnist]``)
     ``"ellipses"``            random-ellipse CT phantoms, 1x64x64 (``size``, ``seed``,     stream / 100
                               ``length``, ``n_ellipses``)
     ``"shepp-logan"``         scikit-image's head phantom, 1x64x64 (``size``)             1 image
@@ -44,7 +49,7 @@ def load_dataset(name: str, split: str = "train", **options: Any) -> Dataset:
     Args:
         name: one of :func:`list_datasets`.
         split: ``"train"`` or ``"test"``; the finite datasets also accept ``"all"``.
-        options: keyword options of the dataset's loader (``digits_dataset``,
+        options: keyword options of the dataset's loader (``digits_dataset``, ``mnist_dataset``,
             ``ellipses_dataset``, ``shepp_logan_dataset``, ``folder_dataset``, ``array_dataset``).
 
     Raises:
