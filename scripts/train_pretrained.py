@@ -82,12 +82,12 @@ SPECS: dict[str, Spec] = {
         extra_metrics=lambda prior, x: _latent_nll(prior, x),
     ),
     "trumpet-ellipses": Spec(
-        description="TRUMPET injective flow, 1x64x64 random-ellipse CT phantoms, latent 128",
+        description="TRUMPET injective flow, 1x64x64 random-ellipse CT phantoms, latent 256",
         dataset="ellipses", dataset_options={"size": 64},
-        build=_build("TRUMPET", (1, 64, 64), 128, n_scales=4, hidden=16, latent_flow="linear"),
+        build=_build("TRUMPET", (1, 64, 64), 256, n_scales=4, hidden=16, latent_flow="linear"),
         train=_trainer("train_trumpet"),
-        options=dict(mse_steps=2500, ml_steps=500, batch_size=32, lr=1e-3, ml_lr=1e-2, checkpoint_every=250,
-                     validate_every=100),
+        options=dict(mse_steps=6000, ml_steps=1000, batch_size=32, lr=1e-3, ml_lr=1e-2, checkpoint_every=250,
+                     validate_every=500),
         extra_metrics=lambda prior, x: _latent_nll(prior, x),
     ),
     "realnvp-digits": Spec(
