@@ -3,7 +3,7 @@
 For each of the first ``--n-images`` (20) ellipse test phantoms, measured with ``LimitedAngleCT``
 (30 angles in ``[30°, 150°]``) at 30 dB SNR, the script reconstructs by FBP and iFlow-L (MAP, the
 known sigma and ``lam = 1``) and draws ``--n-samples`` posterior samples with each sampler of
-``--samplers`` (``invprob.uq_ct.reconstruct``). It records, averaged over the phantoms, the SNR of
+``--samplers`` (``invprob.apps.ct_uq.reconstruct``). It records, averaged over the phantoms, the SNR of
 FBP / MAP / posterior mean, the wedge energy ratio (Fourier deviation energy per frequency inside
 the missing wedge over outside, ``invprob.uq.wedge_energy_ratio``), and, pooled over every pixel
 of every phantom, the empirical coverage of the pixel-wise central credible intervals at 50 / 80 /
@@ -35,7 +35,7 @@ from invprob.data import load_dataset  # noqa: E402
 from invprob.operators.ct import LimitedAngleCT, default_angles  # noqa: E402
 from invprob.plots import reliability_plot  # noqa: E402
 from invprob.priors.pretrained import load_prior  # noqa: E402
-from invprob.uq_ct import DEFAULT_LEVELS, measure, quality, reconstruct  # noqa: E402
+from invprob.apps.ct_uq import DEFAULT_LEVELS, measure, quality, reconstruct  # noqa: E402
 
 SNR_DB = 30.0
 

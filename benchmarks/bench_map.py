@@ -3,7 +3,7 @@
     python benchmarks/bench_map.py digits     # trumpet-digits, 10 test digits (the default `invprob bench`)
     python benchmarks/bench_map.py ellipses   # trumpet-ellipses, 10 test ellipse phantoms (64x64)
 
-Runs :func:`invprob.bench.run` (resumable: results in ``runs/bench-<name>``) and copies its tables
+Runs :func:`invprob.apps.bench.run` (resumable: results in ``runs/bench-<name>``) and copies its tables
 into the ``map-<name>`` section of BENCHMARKS.md.
 """
 
@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from record import header, write_section  # noqa: E402
 
-from invprob import bench  # noqa: E402
+from invprob.apps import bench  # noqa: E402
 
 CONFIGS = {
     "digits": dict(prior="trumpet-digits", dataset="digits", operators="gauss:250,randmask:0.15,sr:4,block:12"),

@@ -24,7 +24,7 @@ from invprob.data import load_dataset  # noqa: E402
 from invprob.metrics import relative_error  # noqa: E402
 from invprob.priors.pretrained import PRETRAINED_DIR, describe_prior, list_priors, load_prior  # noqa: E402
 from invprob.training import bits_per_dim  # noqa: E402
-from invprob.training.checkpoint import WEIGHTS_FILE  # noqa: E402
+from invprob.checkpoint import WEIGHTS_FILE  # noqa: E402
 
 BATCH = 64
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from invprob import uq
+from invprob.apps.ct_uq import ct_workflow
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    result = uq.ct_workflow(
+    result = ct_workflow(
         "shepp-logan",
         prior=args.prior,
         out=args.out,

@@ -44,6 +44,38 @@ def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
     return int(value)
 
 
+def check_float(
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict: bool = False,
+) -> float:
+    """Return ``value`` as a finite float (bools rejected), checking ``minimum <= value <= maximum``.
+
+    With ``strict=True`` the bounds are exclusive. The error names ``name``, the expected range and
+    the received value.
+
+    Example:
+        >>> check_float(0.5, "level", minimum=0, maximum=1, strict=True)
+        0.5
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    out = float(value)
+    if not np.isfinite(out):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    low_ok = minimum is None or (out > minimum if strict else out >= minimum)
+    high_ok = maximum is None or (out < maximum if strict else out <= maximum)
+    if not (low_ok and high_ok):
+        lo = "-inf" if minimum is None else f"{minimum:g}"
+        hi = "inf" if maximum is None else f"{maximum:g}"
+        bounds = f"({lo}, {hi})" if strict else f"[{lo}, {hi}]"
+        raise ValueError(f"{name}: expected a number in {bounds}, got {value!r}")
+    return out
+
+
 def check_batch(x: object, shape: tuple[int, ...], name: str) -> torch.Tensor:
     """Check that ``x`` is a floating tensor of shape ``(B, *shape)`` and return it.
 

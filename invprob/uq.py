@@ -17,23 +17,21 @@ a batched ``Result.samples`` of shape ``(B, S, *shape)``) and reduces over that 
   :func:`frequency_polar`, :func:`missing_wedges`, :func:`wedge_mask` and
   :func:`wedge_energy_ratio` (the cone of uncertainty along the missing CT angles, as a number);
 - calibration: :func:`coverage` of pixel-wise central credible intervals against the truth (the
-  points of a reliability diagram) and :func:`min_samples_for_level`;
-- :func:`ct_workflow`: the limited-angle CT uncertainty workflow of :mod:`invprob.uq_ct`.
+  points of a reliability diagram) and :func:`min_samples_for_level`.
+
+The limited-angle CT workflow built on these is :func:`invprob.apps.ct_uq.ct_workflow`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ._checks import check_finite, check_int
-
-if TYPE_CHECKING:
-    from .uq_ct import CTUQResult
 
 
 def _check_samples(samples: torch.Tensor, dim: int, minimum: int = 1) -> int:
@@ -359,10 +357,3 @@ def _check_level(level: object) -> float:
     if not isinstance(level, (int, float)) or isinstance(level, bool) or not 0 < level < 1:
         raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
     return float(level)
-
-
-def ct_workflow(*args: Any, **kwargs: Any) -> CTUQResult:
-    """Limited-angle CT uncertainty workflow; see :func:`invprob.uq_ct.ct_workflow` (imported on first call)."""
-    from .uq_ct import ct_workflow as run
-
-    return run(*args, **kwargs)

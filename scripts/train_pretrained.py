@@ -27,7 +27,7 @@ from invprob.metrics import relative_error
 from invprob.plots import image_grid
 from invprob.priors import load_prior_file
 from invprob.priors.pretrained import PRETRAINED_DIR, register_shipped
-from invprob.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from invprob.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
 
 @dataclass

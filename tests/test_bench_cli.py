@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from invprob import bench
+from invprob.apps import bench
 from invprob.cli import main
 from invprob.data import load_dataset
 from invprob.priors import save_prior

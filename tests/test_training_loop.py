@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from invprob.training import CheckpointError, TrainingDiverged, fit, load_checkpoint, save_checkpoint
-from invprob.training.checkpoint import flatten_state, unflatten_state
+from invprob.checkpoint import flatten_state, unflatten_state
 
 
 class Tiny(nn.Module):

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .base import PRIOR_CLASSES, Prior
 
 FORMAT = "invprob-prior"

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, atomic_write, sha256
+from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, atomic_write, sha256
 from .base import Prior
 from .io import load_prior_file
 

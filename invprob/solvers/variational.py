@@ -34,7 +34,7 @@ from pydantic import Field
 from .._checks import check_batch, check_finite, to_tensor
 from ..operators.base import Operator
 from ..priors.base import Prior
-from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ._posterior import (
     LogDensity,
     data_fit,

@@ -1,6 +1,6 @@
 """Training loops for the priors, with atomic, resumable checkpoints."""
 
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .loop import FitOptions, TrainingDiverged, fit
 
 __all__ = ["CheckpointError", "FitOptions", "TrainingDiverged", "atomic_write", "fit", "load_checkpoint", "save_checkpoint"]

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import CONFIG_FILE, CheckpointError, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from ..checkpoint import CONFIG_FILE, CheckpointError, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], "tuple[torch.Tensor, dict[str, float]]"]
 ValidateFn = Callable[[nn.Module], "dict[str, float]"]

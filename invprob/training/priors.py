@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from ..priors.base import Prior
 from ..priors.trumpet import TRUMPET
-from .checkpoint import CONFIG_FILE
+from ..checkpoint import CONFIG_FILE
 from .common import (
     DequantisedOptions,
     TrainOptions,

@@ -29,11 +29,11 @@ def run_demo(
 ) -> dict[str, dict[str, float]]:
     """Run the demo; return ``{method: {"snr", "ssim", "seconds"}}`` (means over images) and write the figure."""
     from .bench import QUICK_OPTIONS, solve_known_noise
-    from .data import load_dataset
-    from .metrics import snr, ssim
-    from .operators import RandomGaussian, add_noise
-    from .plots import image_grid
-    from .priors.pretrained import load_prior
+    from ..data import load_dataset
+    from ..metrics import snr, ssim
+    from ..operators import RandomGaussian, add_noise
+    from ..plots import image_grid
+    from ..priors.pretrained import load_prior
 
     model = load_prior(prior)
     x = torch.stack([load_dataset("digits", split="test")[i] for i in range(n_images)])

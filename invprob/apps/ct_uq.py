@@ -41,12 +41,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import uq
-from ._checks import check_int, to_tensor
-from .metrics import psnr, snr, ssim
-from .operators.ct import LimitedAngleCT, check_angles, default_angles
-from .operators.noise import add_noise
-from .priors.base import Prior
+from .. import uq
+from .._checks import check_int, to_tensor
+from ..metrics import psnr, snr, ssim
+from ..operators.ct import LimitedAngleCT, check_angles, default_angles
+from ..operators.noise import add_noise
+from ..priors.base import Prior
 
 DEFAULT_PRIOR = "trumpet-ellipses"
 DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -158,7 +158,7 @@ def load_phantom(source: str | Path | torch.Tensor | np.ndarray, shape: tuple[in
 
     The image must be square and (after conversion) of the prior's ``shape``.
     """
-    from .data import load_dataset, read_image
+    from ..data import load_dataset, read_image
 
     c, n, _ = shape
     if isinstance(source, (torch.Tensor, np.ndarray)):
@@ -285,7 +285,7 @@ def reconstruct(
     ``A^+ y`` spans about ``[-6, 5]``, where the pseudo-inverse of ``trumpet-ellipses`` overflows.
     On three test phantoms that start gave a MAP 2.8 to 3.6 dB better than the clipped FBP.
     """
-    from .solvers import solve
+    from ..solvers import solve
 
     batch = y.unsqueeze(0)
     with torch.no_grad():
@@ -364,7 +364,7 @@ def calibration_phantoms(
     if not indices:
         return torch.zeros(0, *shape), []
     _check_single_channel(shape[0], "ellipse calibration phantoms")
-    from .data import load_dataset
+    from ..data import load_dataset
 
     data = load_dataset("ellipses", split="test", size=shape[-1])
     return torch.stack([data[i] for i in indices]), [f"ellipses test phantom {i}" for i in indices]
@@ -497,7 +497,7 @@ def _ct_shape(prior: Prior) -> tuple[int, int, int]:
 def _load_prior(prior: str | Path | Prior, device: str | torch.device) -> Prior:
     if isinstance(prior, Prior):
         return prior
-    from .priors.pretrained import load_prior
+    from ..priors.pretrained import load_prior
 
     return load_prior(prior, device=device)
 
@@ -568,7 +568,7 @@ def _calibrate(
 def _write_outputs(
     out: Path, maps: dict[str, np.ndarray], summary: dict[str, Any], angles: Sequence[float], label: str
 ) -> dict[str, Path]:
-    from .plots import reliability_plot, uncertainty_figure
+    from ..plots import reliability_plot, uncertainty_figure
 
     out.mkdir(parents=True, exist_ok=True)
     files = {key: out / name for key, name in FILES.items()}

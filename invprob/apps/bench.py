@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .operators import BlockMask, LinearOperator, RandomGaussian, RandomMask, SuperResolution, add_noise
-from .training.checkpoint import atomic_write
+from ..operators import BlockMask, LinearOperator, RandomGaussian, RandomMask, SuperResolution, add_noise
+from ..checkpoint import atomic_write
 
 RESULTS = "results.jsonl"
 CONFIG = "bench_config.json"
@@ -63,7 +63,7 @@ class OperatorSpec:
 
 
 def _ct(shape: tuple[int, ...], n_angles: int | None, seed: int) -> LinearOperator:
-    from .operators.ct import LimitedAngleCT
+    from ..operators.ct import LimitedAngleCT
 
     if n_angles is None:
         return LimitedAngleCT(shape)
@@ -101,7 +101,7 @@ def parse_operators(spec: str) -> list[OperatorSpec]:
 
 def parse_methods(spec: str | list[str]) -> list[str]:
     """Parse ``"pinv,iflow-l"`` (or a list) and check each name against the registry."""
-    from .solvers import list_methods
+    from ..solvers import list_methods
 
     names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
     if not names:
@@ -143,7 +143,7 @@ def run(
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
-    command: str = "invprob.bench.run",
+    command: str = "invprob.apps.bench.run",
     stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark grid and write its outputs into ``out_dir``; return the summary tables.
@@ -152,8 +152,8 @@ def run(
     benchmark's iteration budgets). ``stop_after`` ends the run after that many newly computed
     cells (to simulate an interruption).
     """
-    from .data import load_dataset
-    from .priors.pretrained import load_prior
+    from ..data import load_dataset
+    from ..priors.pretrained import load_prior
 
     op_specs = parse_operators(operators)
     names = parse_methods(methods)
@@ -250,7 +250,7 @@ def _cells(out: Path, model: Any, op_spec: OperatorSpec, method: str, indices: l
     elements solved one by one, so batching changes only the wall time; ``seconds`` is the batch's
     time divided by its size.
     """
-    from .metrics import psnr, snr, ssim
+    from ..metrics import psnr, snr, ssim
 
     op = op_spec.build(model.data_shape, config["seed"]).to(device)
     x = images[indices].to(device=device, dtype=model.dtype)
@@ -292,8 +292,8 @@ def solve_known_noise(op: LinearOperator, model: Any, y: torch.Tensor, method: s
     Methods whose options take ``sigma`` get the known noise levels (unless the user set one): all of
     them at once when the method accepts one level per image, else one image at a time.
     """
-    from .solvers import make_options, solve
-    from .solvers.base import options_model
+    from ..solvers import make_options, solve
+    from ..solvers.base import options_model
 
     if "sigma" not in options_model(method).model_fields or "sigma" in options:
         result = solve(op, model, y, method, generator=generator, **options)
@@ -369,7 +369,7 @@ def _write_outputs(out: Path, records: list[dict[str, Any]], summary: dict[str, 
 
 def _figure(out: Path, x: torch.Tensor, op_specs: list[OperatorSpec], methods: list[str],
             config: dict[str, Any], info: dict[str, Any]) -> None:
-    from .plots import image_grid
+    from ..plots import image_grid
 
     rows = [[x, *(_load_example(out, o, name) for name in ["A+y", *methods])] for o in op_specs]
     title = f"{config['prior']} · {config['snr_db']} dB SNR · {info['date']}"

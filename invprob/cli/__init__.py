@@ -1,0 +1,50 @@
+"""The ``invprob`` command line (also ``python -m invprob``).
+
+One module per subcommand (``demo``, ``bench``, ``priors``, ``solve``, ``uq-ct``, ``train``), each
+with ``add_parser(sub)`` and ``run(args)``. Errors are printed as one line (``invprob: error:
+...``) with a non-zero exit code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from . import bench, demo, priors, solve, train, uq_ct
+
+EXIT_ERROR = 1
+SUBCOMMANDS = (demo, bench, priors, solve, uq_ct, train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``invprob`` command."""
+    parser = argparse.ArgumentParser(prog="invprob", description="Imaging inverse problems with generative priors.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], None] = args.handler
+    try:
+        handler(args)
+    except KeyboardInterrupt:
+        print("invprob: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one clear line for users; --debug for developers
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"invprob: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
