@@ -8,9 +8,9 @@ dtype, so a seeded run is identical on CPU and GPU.
 Example:
     >>> import torch
     >>> a = randn((2, 3), generator=torch.Generator().manual_seed(0))
-    >>> b = randn((2, 3), like=torch.zeros(1, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
-    >>> bool(torch.equal(a.double(), b))
-    True
+    >>> b = randn((2, 3), like=torch.zeros(1), generator=torch.Generator().manual_seed(0))
+    >>> bool(torch.equal(a, b)), tuple(b.shape), b.dtype
+    (True, (2, 3), torch.float32)
 """
 
 from __future__ import annotations
