@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "solve": "invprob.solvers",
     "list_methods": "invprob.solvers",
+    "describe_method": "invprob.solvers",
     "Result": "invprob.solvers",
     "load_prior": "invprob.priors.pretrained",
     "list_priors": "invprob.priors.pretrained",

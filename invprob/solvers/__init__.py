@@ -1,9 +1,48 @@
-"""Reconstruction methods behind :func:`solve` (MAP solvers and posterior samplers)."""
+"""Reconstruction methods behind :func:`solve`: MAP solvers, posterior samplers and baselines.
 
-from .base import METHODS, Result, Solver, SolverDiverged, SolverOptions, list_methods, make_options, register, solve
+:func:`list_methods` names them (``kind="map" | "posterior" | "baseline"``), :func:`describe_method`
+lists a method's options, :func:`iterate` is the loop every iterative method runs through.
+"""
 
-__all__ = ["METHODS", "Result", "Solver", "SolverDiverged", "SolverOptions", "list_methods", "make_options", "register", "solve"]
-
+from .base import (
+    KINDS,
+    METHODS,
+    MethodInfo,
+    OptionInfo,
+    Result,
+    Solver,
+    SolverDiverged,
+    SolverOptions,
+    describe_method,
+    list_methods,
+    make_options,
+    options_model,
+    register,
+    solve,
+)
+from .driver import StoppingOptions, StoppingRule, Trace, iterate
 from .variational import AmortizedPosterior, FlowPosterior, train_amortized
 
-__all__ += ["AmortizedPosterior", "FlowPosterior", "train_amortized"]
+__all__ = [
+    "KINDS",
+    "METHODS",
+    "AmortizedPosterior",
+    "FlowPosterior",
+    "MethodInfo",
+    "OptionInfo",
+    "Result",
+    "Solver",
+    "SolverDiverged",
+    "SolverOptions",
+    "StoppingOptions",
+    "StoppingRule",
+    "Trace",
+    "describe_method",
+    "iterate",
+    "list_methods",
+    "make_options",
+    "options_model",
+    "register",
+    "solve",
+    "train_amortized",
+]

@@ -14,10 +14,11 @@ Conventions every iterative method follows:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from tqdm.auto import tqdm
 
 from ..operators.base import Operator
@@ -78,5 +79,15 @@ def notify(callback: Callback | None, iteration: int, x: torch.Tensor, info: dic
     return callback is not None and callback(iteration, x.detach(), info) is True
 
 
-NoiseLevel = Annotated[float, Field(gt=0, allow_inf_nan=False)] | list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None
-"""A noise standard deviation: one for the whole batch, or one per batch element."""
+def _noise_level_values(value: Any) -> Any:
+    """Accept a tensor or array of noise levels (e.g. the sigma that ``add_noise`` returns) as floats."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        flat = [float(v) for v in value.reshape(-1).tolist()]
+        return flat[0] if len(flat) == 1 else flat
+    return value
+
+
+_PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NoiseLevel = Annotated[_PositiveFloat | list[_PositiveFloat] | None, BeforeValidator(_noise_level_values)]
+"""A noise standard deviation: one number for the whole batch, or one per image (a list, a tensor
+or an array, such as the ``sigma`` returned by :func:`invprob.operators.add_noise`)."""

@@ -10,10 +10,12 @@ shapes once, converts NumPy input, batches a single measurement, times the run a
 from __future__ import annotations
 
 import time
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -57,18 +59,28 @@ class Result:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-class Solver(ABC):
-    """A reconstruction method. Subclasses set ``name``, ``Options`` and implement :meth:`run`.
+Kind = Literal["map", "posterior", "baseline"]
+KINDS: tuple[str, ...] = ("map", "posterior", "baseline")
 
-    ``needs_prior`` says whether the method uses a prior (``pinv``/``tv``/``dip`` do not);
-    ``needs_project`` whether it needs ``prior.project``.
+
+class Solver(ABC):
+    """A reconstruction method. Subclasses set ``name``, ``kind``, ``Options`` and implement :meth:`run`.
+
+    ``kind`` is ``"map"`` (a point estimate using a learned prior), ``"posterior"`` (samples of the
+    posterior; ``Result.samples``) or ``"baseline"`` (no learned prior: pseudo-inverse, TV, Deep
+    Image Prior). ``needs_prior`` says whether the method uses a prior; ``needs_project`` whether
+    it needs ``prior.project``; ``iterative`` whether it calls the callback once per iteration;
+    ``references`` the papers it implements (authors, year, title).
     """
 
     name: ClassVar[str]
+    kind: ClassVar[Kind] = "map"
     Options: ClassVar[type[SolverOptions]] = SolverOptions
     needs_prior: ClassVar[bool] = True
     needs_project: ClassVar[bool] = False
+    iterative: ClassVar[bool] = True
     description: ClassVar[str] = ""
+    references: ClassVar[str] = ""
 
     def __init__(self, options: SolverOptions) -> None:
         self.options = options
@@ -98,10 +110,95 @@ def register(cls: type[Solver]) -> type[Solver]:
     return cls
 
 
-def list_methods() -> list[str]:
-    """Names of the registered methods."""
+def list_methods(kind: str | Sequence[str] | None = None) -> list[str]:
+    """Names of the registered methods, optionally only those of ``kind`` (one kind or several).
+
+    Example:
+        >>> list_methods("posterior")
+        ['ambient-vi', 'avi', 'langevin', 'pl-mcmc', 'svi']
+    """
     _load_builtin_methods()
-    return sorted(METHODS)
+    if kind is None:
+        return sorted(METHODS)
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"kind: expected one of {', '.join(map(repr, KINDS))}, got {unknown[0]!r}")
+    return sorted(name for name, cls in METHODS.items() if cls.kind in kinds)
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """One option of a method: its name, type, default, allowed range and description."""
+
+    name: str
+    type: str
+    default: Any
+    range: str
+    description: str
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What :func:`describe_method` returns; ``str()`` gives a readable table."""
+
+    name: str
+    kind: str
+    description: str
+    references: str
+    options: tuple[OptionInfo, ...]
+
+    def __str__(self) -> str:
+        lines = [f"{self.name} ({self.kind}): {self.description}"]
+        if self.references:
+            lines.append(f"References: {self.references}")
+        lines.append("Options:")
+        width = max((len(o.name) for o in self.options), default=0)
+        for o in self.options:
+            bounds = f", {o.range}" if o.range else ""
+            lines.append(f"  {o.name:<{width}}  {o.type} = {o.default!r}{bounds}: {o.description}")
+        return "\n".join(lines)
+
+
+def describe_method(method: str) -> MethodInfo:
+    """Every option of ``method`` with its type, default, range and description.
+
+    Example:
+        >>> info = describe_method("iflow-l")
+        >>> info.kind, "lam" in [o.name for o in info.options]
+        ('map', True)
+    """
+    cls = _lookup(method)
+    options = tuple(_option_info(name, f) for name, f in cls.Options.model_fields.items())
+    return MethodInfo(cls.name, cls.kind, cls.description, cls.references, options)
+
+
+def _option_info(name: str, field_info: Any) -> OptionInfo:
+    bounds = []
+    for item in field_info.metadata:
+        for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            value = getattr(item, attr, None)
+            if value is not None:
+                bounds.append(f"{symbol} {value}")
+    return OptionInfo(name, _type_name(field_info.annotation), field_info.default, " and ".join(bounds),
+                      field_info.description or "")
+
+
+def _type_name(annotation: Any) -> str:
+    """A readable name of an option's type: ``float``, ``'adam' | 'gd'``, ``float | list[float] | None``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if annotation is type(None):
+        return "None"
+    if origin is not None:
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def make_options(method: str, **options: Any) -> SolverOptions:

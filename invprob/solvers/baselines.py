@@ -25,6 +25,8 @@ class PseudoInverse(Solver):
     """``x_hat = A^+ y``, the minimum-norm least-squares solution (no prior)."""
 
     name = "pinv"
+    kind = "baseline"
+    iterative = False
     Options = PinvOptions
     needs_prior = False
     description = "pseudo-inverse A^+ y (minimum-norm least squares)"
@@ -71,6 +73,7 @@ class TotalVariation(Solver):
     """
 
     name = "tv"
+    kind = "baseline"
     Options = TVOptions
     needs_prior = False
     description = "total-variation regularised least squares by FISTA with a Chambolle TV prox"

@@ -80,6 +80,7 @@ class DeepImagePrior(Solver):
     """
 
     name = "dip"
+    kind = "baseline"
     Options = DIPOptions
     needs_prior = False
     description = "Deep Image Prior: fit an untrained conv net (or the prior's decoder) to y, stop early"

@@ -316,6 +316,7 @@ class Langevin(_LatentMCMC):
     """
 
     name = "langevin"
+    kind = "posterior"
     Options = LangevinOptions
     description = "latent Langevin Monte Carlo (ULA or MALA), parallel chains"
     with_grad = True
@@ -338,6 +339,7 @@ class PLMCMC(_LatentMCMC):
     """
 
     name = "pl-mcmc"
+    kind = "posterior"
     Options = PLMCMCOptions
     description = "latent Metropolis-Hastings with the PL-MCMC mixture proposal"
     with_grad = False

@@ -242,6 +242,7 @@ class SVI(_PerMeasurementVI):
     """
 
     name = "svi"
+    kind = "posterior"
     description = "composed-flow VI: pre-generator on the latent space (paper 003 eq. 4, paper 000 eq. 11)"
 
     def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior:
@@ -262,6 +263,7 @@ class AmbientVI(_PerMeasurementVI):
     """
 
     name = "ambient-vi"
+    kind = "posterior"
     description = "VI with a flow in image space and the prior's log_prob (paper 003 baseline)"
 
     def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior:
@@ -490,6 +492,7 @@ class AVI(Solver):
     """
 
     name = "avi"
+    kind = "posterior"
     Options = AVIOptions
     description = "amortised composed-flow VI (paper 003 eq. 2, sec. 6.4); train with train_amortized"
 
