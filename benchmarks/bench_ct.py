@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import header, write_section  # noqa: E402
 
 from invprob.operators import LimitedAngleCT, check_adjoint  # noqa: E402
-from invprob.operators import radon_backends  # noqa: E402
+from invprob.operators import radon as ct_radon  # noqa: E402
 
 BATCH = 16
 SIZES = (64, 128)
@@ -50,7 +50,7 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
 
 def astra_available() -> bool:
     try:
-        radon_backends.import_astra()
+        ct_radon.import_astra()
     except ImportError:
         return False
     return True
@@ -77,7 +77,7 @@ def skimage_run(n: int, x: torch.Tensor) -> Callable[[], None]:
 
 def astra_fpbp_run(n: int, x: torch.Tensor) -> Callable[[], None]:
     """astra's own CPU forward and back projection (``linear`` projector), image by image."""
-    astra = radon_backends.import_astra()
+    astra = ct_radon.import_astra()
     vol, proj = LimitedAngleCT((1, n, n)).geometry.astra_geometries()
     projector = astra.create_projector("linear", proj, vol)
     images = x[:, 0].numpy()
@@ -94,9 +94,9 @@ def astra_fpbp_run(n: int, x: torch.Tensor) -> Callable[[], None]:
 def build_case(n: int) -> tuple[float, int, float]:
     """(build ms, nnz, MiB of A and A^T as float64 CSR) for the default 30-angle geometry."""
     geom = LimitedAngleCT((1, n, n), backend="grid").geometry
-    radon_backends._MEMORY_CACHE.pop(geom, None)
+    ct_radon.cache.forget(geom)
     start = time.perf_counter()
-    a, at = radon_backends.system_matrix(geom)
+    a, at = ct_radon.system_matrix(geom)
     ms = 1e3 * (time.perf_counter() - start)
     size = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in (a, at))
     return ms, a.nnz, size / 2**20
@@ -142,7 +142,7 @@ def main() -> None:
 
 
 def _astra_version() -> str:
-    return str(radon_backends.import_astra().__version__)
+    return str(ct_radon.import_astra().__version__)
 
 
 def _fmt(value: float, spec: str) -> str:

@@ -11,7 +11,7 @@ from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
 from invprob.operators import LimitedAngleCT, check_adjoint
-from invprob.operators import radon_backends
+from invprob.operators.radon import cache as radon_cache
 from invprob.operators.ct import default_angles, ramp_filter
 
 
@@ -144,16 +144,16 @@ def test_pinv_beats_fbp_on_limited_angles():
 
 
 def test_disk_cache_is_written_once_and_reused(tmp_path, monkeypatch):
-    monkeypatch.setattr(radon_backends, "_MEMORY_CACHE", radon_backends.OrderedDict())
+    monkeypatch.setattr(radon_cache, "_MEMORY_CACHE", radon_cache.OrderedDict())
     first = LimitedAngleCT((1, 20, 20), angles=[5.0, 50.0], cache_dir=tmp_path)
     files = list(tmp_path.iterdir())
     assert len(files) == 1 and files[0].name.startswith("ct-") and files[0].suffix == ".npz"
-    radon_backends._MEMORY_CACHE.clear()
+    radon_cache._MEMORY_CACHE.clear()
 
     def fail(geom):
         raise AssertionError("matrix rebuilt instead of read from the disk cache")
 
-    monkeypatch.setattr(radon_backends, "build_system_matrix", fail)
+    monkeypatch.setattr(radon_cache, "build_system_matrix", fail)
     second = LimitedAngleCT((1, 20, 20), angles=[5.0, 50.0], cache_dir=tmp_path)
     assert (second.backend.matrix != first.backend.matrix).nnz == 0
     assert list(tmp_path.iterdir()) == files

@@ -12,7 +12,7 @@ import torch
 
 from .._checks import as_image_shape, check_batch, check_int
 from .base import LinearOperator, cgls
-from .radon_backends import (
+from .radon import (
     DEFAULT_MEMORY_BUDGET,
     AstraBackend,
     GridBackend,
@@ -92,7 +92,7 @@ class LimitedAngleCT(LinearOperator):
     Output shape ``(C, n_angles, D)``. Geometry conventions (rotation centre at pixel
     ``(N // 2, N // 2)``, ``s = x cos theta + y sin theta`` with ``x`` right and ``y`` up,
     detector bin ``j`` at ``s = j - D // 2``) and the mapping to scikit-image and astra are in
-    :mod:`invprob.operators.radon_backends`; :attr:`geometry` exposes the helpers.
+    :mod:`invprob.operators.radon.geometry`; :attr:`geometry` exposes the helpers.
 
     ``adjoint`` is the exact transpose of ``forward`` for ``"matrix"``, ``"grid"`` and CPU
     ``"astra"``. ``pinv`` is CGLS from 0 (minimum-norm least squares), run per sample and
