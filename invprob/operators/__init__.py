@@ -4,9 +4,10 @@ from .base import CallableOperator, Composition, LinearOperator, Operator, Scale
 from .checks import AdjointReport, check_adjoint
 from .ct import LimitedAngleCT
 from .identity import Identity
-from .masks import BlockMask, RandomMask
+from .masks import BlockMask, HalfMask, RandomMask
 from .matrix import MatrixOperator, RandomGaussian, from_matrix
 from .noise import add_noise
+from .spec import OperatorSpec, count_operators, parse_operator, parse_operators
 from .superres import SuperResolution
 
 __all__ = [
@@ -14,19 +15,24 @@ __all__ = [
     "BlockMask",
     "CallableOperator",
     "Composition",
+    "HalfMask",
     "Identity",
     "LimitedAngleCT",
     "LinearOperator",
     "MatrixOperator",
     "Operator",
+    "OperatorSpec",
     "RandomGaussian",
     "RandomMask",
     "Scaled",
     "SuperResolution",
     "add_noise",
     "cgls",
+    "count_operators",
     "check_adjoint",
     "from_callable",
     "from_matrix",
     "from_physics",
+    "parse_operator",
+    "parse_operators",
 ]
