@@ -21,8 +21,6 @@ import json
 import math
 import platform
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..operators import BlockMask, LinearOperator, RandomGaussian, RandomMask, SuperResolution, add_noise
+from ..operators import LinearOperator, add_noise
+from ..operators.spec import OperatorSpec, parse_operators
 from ..checkpoint import atomic_write
 
 RESULTS = "results.jsonl"
@@ -47,56 +46,6 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "iflow": {"iterations": 150},
     "iflow-l": {"iterations": 150},
 }
-
-
-@dataclass(frozen=True)
-class OperatorSpec:
-    """A parsed operator spec such as ``gauss:250``: ``kind`` and its one parameter."""
-
-    kind: str
-    value: float | int | None
-    text: str
-
-    def build(self, shape: tuple[int, ...], seed: int) -> LinearOperator:
-        """Instantiate the operator for images of ``shape``."""
-        return OPERATOR_KINDS[self.kind][1](shape, self.value, seed)
-
-
-def _ct(shape: tuple[int, ...], n_angles: int | None, seed: int) -> LinearOperator:
-    from ..operators.ct import LimitedAngleCT
-
-    if n_angles is None:
-        return LimitedAngleCT(shape)
-    return LimitedAngleCT(shape, angles=np.linspace(30.0, 150.0, int(n_angles)))
-
-
-OPERATOR_KINDS: dict[str, tuple[type, Callable[..., LinearOperator], str]] = {
-    "gauss": (int, lambda s, v, seed: RandomGaussian(s, 250 if v is None else v, seed=seed), "random Gaussian, m measurements (default 250)"),
-    "randmask": (float, lambda s, v, seed: RandomMask(s, 0.15 if v is None else v, seed=seed), "random pixel mask, drop probability p (default 0.15)"),
-    "sr": (int, lambda s, v, seed: SuperResolution(s, 4 if v is None else v), "super-resolution, factor (default 4)"),
-    "block": (int, lambda s, v, seed: BlockMask(s, 12 if v is None else v), "centred square hole, side s (default 12)"),
-    "ct": (int, _ct, "limited-angle CT, n angles in [30°, 150°] (default 30)"),
-}
-
-
-def parse_operators(spec: str) -> list[OperatorSpec]:
-    """Parse ``"gauss:250,randmask:0.15,sr:4,block:12,ct:30"``; the parameter after ``:`` is optional."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"operators: expected a comma-separated spec such as 'gauss:250,sr:4', got {spec!r}")
-    out = []
-    for item in (part.strip() for part in spec.split(",")):
-        kind, _, raw = item.partition(":")
-        if kind not in OPERATOR_KINDS:
-            raise ValueError(f"operators: unknown operator {kind!r} in {spec!r}; valid: {', '.join(OPERATOR_KINDS)}")
-        cast = OPERATOR_KINDS[kind][0]
-        try:
-            value = cast(raw) if raw else None
-        except ValueError:
-            raise ValueError(f"operators: {item!r} needs a {cast.__name__} after ':'") from None
-        out.append(OperatorSpec(kind, value, item))
-    if len({o.text for o in out}) != len(out):
-        raise ValueError(f"operators: {spec!r} lists an operator twice")
-    return out
 
 
 def parse_methods(spec: str | list[str]) -> list[str]:

@@ -12,14 +12,14 @@ def run(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from ..apps.bench import parse_operators
     from ..data import read_image, write_image
     from ..operators import add_noise
+    from ..operators.spec import parse_operator
     from ..priors.pretrained import load_prior
     from ..solvers import solve
 
+    op_spec = parse_operator(args.operator, name="--operator")
     prior = load_prior(args.prior, device=args.device)
-    (op_spec,) = parse_operators(args.operator)
     op = op_spec.build(prior.data_shape, args.seed).to(args.device)
     options = key_values(args.opt, "--opt")
     truth = None
