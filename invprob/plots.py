@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -30,11 +31,24 @@ def image_grid(
     path: str | Path,
     *,
     title: str | None = None,
+    captions: Sequence[Sequence[str]] | None = None,
     cell_inches: float = 1.4,
 ) -> Path:
-    """Draw ``rows`` of images (values in [-1, 1]) with labels and save a PNG at ``path``."""
+    """Draw ``rows`` of images (values in [-1, 1]) with labels and save a PNG at ``path``.
+
+    ``captions[i][j]`` (optional, e.g. ``"31.2 dB"``) is written under image ``j`` of row ``i``.
+
+    Example:
+        >>> import tempfile, torch
+        >>> path = image_grid([[torch.zeros(1, 8, 8), torch.ones(1, 8, 8)]], ["a"], ["zero", "one"],
+        ...                   tempfile.mkdtemp() + "/grid.png", captions=[["", "1 dB"]])
+        >>> path.name
+        'grid.png'
+    """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols + 0.8, cell_inches * n_rows + 0.6), squeeze=False)
+    extra = 0.25 if captions else 0.0
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols + 0.8, (cell_inches + extra) * n_rows + 0.6),
+                             squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
             ax = axes[i][j]
@@ -42,6 +56,8 @@ def image_grid(
             ax.set_yticks([])
             if j < len(row):
                 ax.imshow(to_display(row[j]), cmap="gray", vmin=0, vmax=1)
+                if captions and j < len(captions[i]) and captions[i][j]:
+                    ax.set_xlabel(captions[i][j], fontsize=7, labelpad=2)
             else:
                 ax.axis("off")
             if i == 0 and j < len(col_labels):
@@ -50,11 +66,52 @@ def image_grid(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+@dataclass
+class Panel:
+    """One panel of :func:`panel_row`: an image in ``[-1, 1]`` (grey, no colour bar), or a map of
+    other values when ``colorbar`` names them (own colour scale and a colour bar with that label)."""
+
+    label: str
+    image: torch.Tensor | np.ndarray
+    caption: str = ""
+    colorbar: str | None = None
+    cmap: str = "magma"
+
+
+def panel_row(panels: Sequence[Panel], path: str | Path, *, title: str | None = None, cell_inches: float = 2.0) -> Path:
+    """Panels side by side (e.g. measurement, start, reconstruction, truth) saved as a PNG at ``path``.
+
+    Example:
+        >>> import tempfile, torch
+        >>> path = panel_row([Panel("x", torch.zeros(1, 8, 8), "truth"), Panel("std", torch.rand(8, 8), colorbar="std")],
+        ...                  tempfile.mkdtemp() + "/row.png", title="demo")
+        >>> path.suffix
+        '.png'
+    """
+    if not panels:
+        raise ValueError("panels: expected at least one panel, got none")
+    fig, axes = plt.subplots(1, len(panels), figsize=(cell_inches * len(panels) + 0.4, cell_inches + 0.9), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if panel.colorbar is None:
+            ax.imshow(to_display(panel.image), cmap="gray", vmin=0, vmax=1)
+        else:
+            a = _single_channel(panel.image)
+            shown = ax.imshow(a, cmap=panel.cmap)
+            bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+            bar.set_label(panel.colorbar, fontsize=7)
+            bar.ax.tick_params(labelsize=6)
+        ax.set_title(panel.label, fontsize=8)
+        if panel.caption:
+            ax.set_xlabel(panel.caption, fontsize=7, labelpad=2)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _single_channel(image: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -11,10 +11,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from . import bench, demo, priors, solve, train, uq_ct
+from . import bench, demo, methods, priors, solve, train, uq_ct
 
 EXIT_ERROR = 1
-SUBCOMMANDS = (demo, bench, priors, solve, uq_ct, train)
+SUBCOMMANDS = (demo, bench, methods, priors, solve, uq_ct, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
