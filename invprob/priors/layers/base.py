@@ -1,7 +1,9 @@
 """The flow-layer convention shared by every layer in this package.
 
-A layer is a map ``y = F(x)`` between image tensors ``(B, C, H, W)`` written in the *generative*
-direction (latent side to data side). It provides
+A layer is a map ``y = F(x)`` between image tensors ``(B, C, H, W)`` (or, for the vector layers
+:class:`~invprob.priors.layers.LULinear`, :class:`~invprob.priors.layers.ConditionalAffine` and the
+MLP-conditioned :class:`~invprob.priors.layers.AffineCoupling`, vectors ``(B, D)``) written in
+the *generative* direction (latent side to data side). It provides
 
 - ``forward(x) -> (y, logdet)`` and
 - ``inverse(y) -> (x, logdet)``: the exact inverse of a bijective layer, or a left inverse
@@ -14,7 +16,12 @@ point ``x``, ``(1/2) log det(J_F(x)^T J_F(x))`` of shape ``(B,)``. For a bijecti
 
     log p_Y(y) = log p_X(x) - sum_k logdet_k        (exact for bijective layers),
 
-and for injective layers the same sum gives the layer-wise approximation of eq. 6.
+and for injective layers the same sum gives the layer-wise approximation of eq. 6 of Kothari et
+al. 2021, "Trumpets: Injective Flows for Inference and Inverse Problems".
+
+A *conditional* layer (``conditional = True``) takes a context as second argument,
+``forward(x, context)`` and ``inverse(y, context)``: a vector ``(B, K)`` the map depends on (the
+embedded measurement of amortised inference).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from torch import nn
 
 class FlowLayer(nn.Module):
     """Base class of the flow layers; see the module docstring for the convention."""
+
+    conditional: bool = False
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
