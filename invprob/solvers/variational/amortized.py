@@ -1,0 +1,348 @@
+"""Amortised variational inference: a conditional pre-generator ``q(z | y)`` and the ``"avi"`` sampler.
+
+:func:`train_amortized` fits, once for an operator and a noise level, a flow conditioned on the
+measurement by minimising the variational loss averaged over measurements simulated from the prior
+(or from images given by the user),
+
+    E_{x, y = A x + sigma n} E_{q(z | y)}[ beta * log q(z | y) - log p_Z(z) + ||A f(z) - y||^2 / (2 sigma^2) ],
+
+an estimate of ``E_y KL(q(. | y) || p(. | y))`` up to a constant when ``beta = 1``. Sampling the
+posterior of a new ``y`` is then one forward pass (``solve(op, prior, y, "avi", amortized=model)``).
+:class:`AmortizedPosterior` is the model; it is saved as one safetensors + JSON checkpoint
+(format ``"invprob.AmortizedPosterior"``).
+
+References: Whang, Lei, Dimakis 2021, "Composing Normalizing Flows for Inverse Problems"
+(eq. 2, sec. 6.4).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+
+from ..._checks import check_batch, check_finite, to_tensor
+from ...checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ...operators.base import Operator
+from ...priors.base import Prior
+from ...rng import randint, randn
+from .._common import NoiseLevel
+from .._posterior import (
+    check_generator,
+    check_measurements,
+    data_fit,
+    noise_levels,
+    require_latent_density,
+    summarize,
+    validate_noise_level,
+)
+from ..base import Callback, Result, Solver, SolverOptions, parse_options, register
+from ..driver import iterate
+from ..pregenerator import PreGenerator
+from .fitting import FlowOptions, fit_variational
+
+FORMAT = "invprob.AmortizedPosterior"
+
+
+class AmortizedTrainingOptions(FlowOptions):
+    """Options of :func:`train_amortized` (defaults suit small latent spaces); ``sigma`` is one number."""
+
+    steps: int = Field(2000, ge=1, le=10_000_000, description="optimisation steps")
+    batch_size: int = Field(64, ge=1, description="simulated measurements per step")
+    context_dim: int = Field(32, ge=1, description="size of the measurement embedding fed to the flow")
+    n_calibration: int = Field(1024, ge=2, description="simulated measurements used to standardise y")
+
+    @field_validator("sigma", mode="after")
+    @classmethod
+    def _one_sigma(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise ValueError(f"expected one noise level for the training, got {len(value)}")
+            return value[0]
+        return value
+
+
+class AmortizedPosterior(torch.nn.Module):
+    """A conditional pre-generator ``q(z | y)`` for one operator shape, noise level and latent size.
+
+    Built by :func:`train_amortized`; used by ``solve(op, prior, y, method="avi", amortized=...)``.
+    The measurement is standardised entry-wise (statistics of simulated training measurements)
+    before the flow's embedding network reads it. :meth:`save` / :meth:`load` use safetensors + JSON.
+
+    Example:
+        >>> import torch
+        >>> model = AmortizedPosterior(latent_dim=2, in_shape=(1, 2, 2), out_shape=(3,), sigma=0.1,
+        ...                            beta=1.0, prior_class="LinearGaussianPrior", n_layers=1, hidden=8)
+        >>> z, log_q = model.sample_latent(torch.zeros(4, 3), 5, torch.Generator().manual_seed(0))
+        >>> tuple(z.shape), tuple(log_q.shape)
+        ((4, 5, 2), (4, 5))
+    """
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int,
+        in_shape: tuple[int, ...],
+        out_shape: tuple[int, ...],
+        sigma: float,
+        beta: float,
+        prior_class: str,
+        n_layers: int = 4,
+        hidden: int = 64,
+        context_dim: int = 32,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.sigma, self.beta, self.prior_class = float(sigma), float(beta), prior_class
+        m = math.prod(self.out_shape)
+        self.flow = PreGenerator(
+            latent_dim, n_layers=n_layers, hidden=hidden, context_in=m, context_dim=context_dim, generator=generator
+        )
+        self.register_buffer("y_shift", torch.zeros(m))
+        self.register_buffer("y_scale", torch.ones(m))
+        self.history: dict[str, list[float]] = {}
+
+    @property
+    def latent_dim(self) -> int:
+        return self.flow.dim
+
+    def config(self) -> dict[str, Any]:
+        """Constructor keyword arguments (JSON-serialisable)."""
+        flow = self.flow.config()
+        return {
+            "latent_dim": flow["dim"],
+            "in_shape": list(self.in_shape),
+            "out_shape": list(self.out_shape),
+            "sigma": self.sigma,
+            "beta": self.beta,
+            "prior_class": self.prior_class,
+            "n_layers": flow["n_layers"],
+            "hidden": flow["hidden"],
+            "context_dim": flow["context_dim"],
+        }
+
+    def context(self, y: torch.Tensor) -> torch.Tensor:
+        """Standardised flattened measurements, shape ``(B, m)``."""
+        return (y.flatten(1) - self.y_shift) / self.y_scale
+
+    def calibrate(self, y: torch.Tensor) -> None:
+        """Set the standardisation from a batch of simulated measurements ``(N, *out_shape)``."""
+        flat = y.detach().flatten(1)
+        self.y_shift.copy_(flat.mean(0))
+        self.y_scale.copy_(flat.std(0).clamp_min(1e-6 * float(flat.std().clamp_min(1e-12))))
+
+    def sample_latent(
+        self, y: torch.Tensor, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``n`` latents per measurement: ``z`` of shape ``(B, n, d)`` and ``log q(z | y)`` ``(B, n)``."""
+        context = self.context(y).repeat_interleave(n, dim=0)
+        z, log_q = self.flow.sample(context.shape[0], context, generator)
+        return z.reshape(y.shape[0], n, -1), log_q.reshape(y.shape[0], n)
+
+    def check_compatible(self, op: Operator, prior: Prior) -> None:
+        """Raise ``ValueError`` if ``op`` or ``prior`` differ in shape from those used in training."""
+        if tuple(op.in_shape) != self.in_shape or tuple(op.out_shape) != self.out_shape:
+            raise ValueError(
+                f"amortized: trained for an operator {self.in_shape} -> {self.out_shape}, "
+                f"got {tuple(op.in_shape)} -> {tuple(op.out_shape)}; train a new one with train_amortized"
+            )
+        if prior.latent_dim != self.latent_dim:
+            raise ValueError(
+                f"amortized: trained for a prior with latent_dim {self.latent_dim}, got {prior.latent_dim}"
+            )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write weights (safetensors) and configuration (JSON) to the directory ``path``."""
+        config = {"format": FORMAT, "config": self.config(), "history": self.history}
+        save_checkpoint(path, dict(self.state_dict()), config)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AmortizedPosterior:
+        """Read a directory written by :meth:`save`; raise :class:`CheckpointError` if it is not one."""
+        tensors, record = load_checkpoint(path)
+        if record.get("format") != FORMAT:
+            raise CheckpointError(f"checkpoint {path}: not an amortized posterior (format {record.get('format')!r})")
+        try:
+            model = cls(**record["config"])
+            model.load_state_dict(tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint {path}: weights do not match the configuration ({err})") from None
+        model.history = record.get("history", {})
+        return model.to(map_location)
+
+
+def train_amortized(
+    op: Operator,
+    prior: Prior,
+    *,
+    data: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    **options: Any,
+) -> AmortizedPosterior:
+    """Train a conditional pre-generator ``q(z | y)`` for ``op`` (see the module docstring).
+
+    Each step draws images ``x`` (from ``prior.sample`` or, if given, rows of ``data`` of shape
+    ``(N, *prior.data_shape)``), simulates ``y = A x + sigma * noise``, draws one ``z ~ q(. | y)``
+    per measurement and takes an Adam step on the mean of
+    ``beta * log q(z | y) - log p_Z(z) + ||A f(z) - y||^2 / (2 sigma^2)``.
+
+    ``options`` are those of :class:`AmortizedTrainingOptions` (``sigma`` is required). The returned
+    model's ``history`` holds the loss per step. ``callback(step, x, info)`` gets the step's decoded
+    samples; returning True stops the training.
+
+    Example:
+        >>> import torch
+        >>> from invprob.operators import Identity
+        >>> from invprob.priors import LinearGaussianPrior
+        >>> prior = LinearGaussianPrior(torch.eye(4), data_shape=(1, 2, 2))
+        >>> model = train_amortized(Identity((1, 2, 2)), prior, sigma=0.5, steps=3, batch_size=4,
+        ...                         n_calibration=8, n_layers=1, hidden=8, generator=torch.Generator().manual_seed(0))
+        >>> len(model.history["loss"]), model.sigma
+        (3, 0.5)
+    """
+    opts = parse_options(AmortizedTrainingOptions, options, "train_amortized")
+    if not isinstance(op, Operator) or not isinstance(prior, Prior):
+        raise TypeError("train_amortized: expected an invprob Operator and an invprob Prior")
+    if tuple(op.in_shape) != tuple(prior.data_shape):
+        raise ValueError(f"op: in_shape {op.in_shape} does not match the prior's data_shape {prior.data_shape}")
+    check_generator(generator)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable or None, got {type(callback).__name__}")
+    require_latent_density(prior, "avi")
+    images = None if data is None else _check_data(data, prior)
+    sigma = float(opts.sigma)  # type: ignore[arg-type]
+    model = AmortizedPosterior(
+        latent_dim=prior.latent_dim,
+        in_shape=op.in_shape,
+        out_shape=op.out_shape,
+        sigma=sigma,
+        beta=opts.beta,
+        prior_class=type(prior).__name__,
+        n_layers=opts.n_layers,
+        hidden=opts.hidden,
+        context_dim=opts.context_dim,
+        generator=generator,
+    ).to(device=prior.device, dtype=prior.dtype)
+    with torch.no_grad():
+        model.calibrate(_simulate(op, prior, images, opts.n_calibration, sigma, generator))
+    last: dict[str, torch.Tensor] = {}
+
+    def objective(active: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            y = _simulate(op, prior, images, opts.batch_size, sigma, generator)
+        z, log_q = model.flow.sample(opts.batch_size, model.context(y), generator)
+        x = prior.decode(z)
+        fit = data_fit(op, x, y, sigma)
+        loss = (opts.beta * log_q - prior.latent_log_prob(z) + fit).mean()
+        last["x"] = x.detach()
+        return loss, {"loss": loss.detach().reshape(1), "data_fit": fit.detach().mean().reshape(1)}
+
+    trace = fit_variational(
+        model.parameters(), objective, opts, method="train_amortized", batch=1,
+        estimate=lambda: last["x"], callback=callback,
+    )
+    model.history = trace.history
+    model.eval()
+    return model
+
+
+def _check_data(data: torch.Tensor, prior: Prior) -> torch.Tensor:
+    images = check_finite(check_batch(to_tensor(data, "data"), prior.data_shape, "data"), "data")
+    if images.shape[0] == 0:
+        raise ValueError(f"data: expected at least one image, got an empty batch of shape {tuple(images.shape)}")
+    return images.to(device=prior.device, dtype=prior.dtype)
+
+
+def _simulate(
+    op: Operator, prior: Prior, images: torch.Tensor | None, n: int, sigma: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``y = A x + sigma * noise`` for ``n`` images from the prior or drawn (with replacement) from ``images``."""
+    if images is None:
+        x = prior.sample(n, generator=generator)
+    else:
+        x = images[randint(images.shape[0], (n,), device=images.device, generator=generator)]
+    y = op(x)
+    return y + sigma * randn(y.shape, like=y, generator=generator)
+
+
+class AVIOptions(SolverOptions):
+    """Options of ``"avi"``: the trained model, the number of samples and (optionally) the noise level."""
+
+    amortized: AmortizedPosterior = Field(description="a model from train_amortized or AmortizedPosterior.load")
+    n_samples: int = Field(64, ge=1, description="posterior samples returned per measurement")
+    sigma: NoiseLevel = Field(
+        None, description="optional: must equal the noise level the model was trained for (amortized.sigma)"
+    )
+    progress: bool | None = Field(None, description="progress: True always, False/None never")
+
+    @field_validator("sigma", mode="before")
+    @classmethod
+    def _sigma(cls, value: Any) -> Any:
+        return None if value is None else validate_noise_level(value)
+
+
+@register
+class AVI(Solver):
+    """Amortised VI: one forward pass of a trained conditional pre-generator per batch of samples.
+
+    The noise level is the one the model was trained with (``amortized.sigma``); a ``sigma`` given
+    here must equal it. ``x_init`` is not used. The run is one iteration of
+    :func:`invprob.solvers.iterate` whose ``loss`` is the Monte Carlo estimate of the variational
+    loss ``E_q[beta log q(z | y) - log p_Z(z) + ||A f(z) - y||^2 / (2 sigma^2)]`` per measurement
+    (how well the amortised posterior fits this ``y``).
+    """
+
+    name = "avi"
+    kind = "posterior"
+    Options = AVIOptions
+    description = "amortised composed-flow VI: one forward pass of a model from train_amortized"
+    references = 'Whang, Lei, Dimakis 2021, "Composing Normalizing Flows for Inverse Problems" (sec. 6.4)'
+
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
+        opts: AVIOptions = self.options
+        batch = check_measurements(y)
+        model = opts.amortized
+        model.check_compatible(op, prior)
+        if opts.sigma is not None:
+            given = noise_levels(opts.sigma, y)
+            if not bool(torch.allclose(given, torch.full_like(given, model.sigma), rtol=1e-5, atol=0.0)):
+                raise ValueError(
+                    f"sigma: the amortized posterior was trained for sigma={model.sigma:g}, got {opts.sigma!r}; "
+                    "train one for this noise level with train_amortized"
+                )
+        out: dict[str, torch.Tensor] = {}
+
+        def step(it: int, active: torch.Tensor) -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                z, log_q = model.sample_latent(y, opts.n_samples, generator)
+                flat = z.flatten(0, 1)
+                x = prior.decode(flat)
+                fit = data_fit(op, x, y.repeat_interleave(opts.n_samples, dim=0), model.sigma)
+                loss = model.beta * log_q.flatten() - prior.latent_log_prob(flat) + fit
+            out["samples"] = x.reshape(batch, opts.n_samples, *prior.data_shape)
+            return {"loss": loss.view(batch, -1).mean(1), "data_fit": fit.view(batch, -1).mean(1)}
+
+        trace = iterate(
+            self.name, 1, step, batch=batch, estimate=lambda: out["samples"].mean(1), callback=callback,
+            progress=opts.progress,
+        )
+        samples = out["samples"]
+        mean, std = summarize(samples)
+        return Result(
+            x_hat=mean, method=self.name, options=opts, history=trace.history,
+            samples=samples, mean=mean, std=std, extras={"amortized": model},
+        )
