@@ -4,18 +4,29 @@ Both target the latent posterior
 
     log pi(z) = log p_Z(z) - ||A f(z) - y||^2 / (2 sigma^2) + const,
 
-so that ``x = f(z)`` is distributed as ``p(x | y)`` for the prior's generator ``f`` (the latent
-MCMC baselines of paper 003 sec. 6; for an injective prior this is paper 000 eq. 8). Chains run
-in parallel as one batch: ``n_chains`` chains per measurement. After ``burn_in`` iterations every
-``thin``-th state is kept until ``n_samples`` states per chain are collected; the posterior mean
-and standard deviation are accumulated on the fly (Welford, :class:`invprob.uq.RunningMoments`),
-so ``keep_samples=False`` gives them without storing the chains.
+so that ``x = f(z)`` is distributed as ``p(x | y)`` for the prior's generator ``f`` (``sigma`` one
+number or one per image). Chains run in parallel as one batch: ``n_chains`` chains per
+measurement, one iteration of :func:`invprob.solvers.iterate` per transition (progress, history,
+callback). After ``burn_in`` iterations every ``thin``-th state is kept until ``n_samples`` states
+per chain are collected; the posterior mean and standard deviation are accumulated on the fly
+(Welford, :class:`invprob.solvers.chain_stats.RunningMoments`), so ``keep_samples=False`` gives
+them without storing the chains. ``history["loss"]`` is ``-log pi`` of the current states
+(mean over chains and images), ``history["acceptance"]`` the fraction of accepted moves.
 
 ``Result.samples`` is ``(B, n_chains * n_samples, *shape)``, chain-major: reshape to
 ``(B, n_chains, n_samples, *shape)`` to get the chains back. ``extras`` holds
 ``acceptance_rate`` ``(B,)`` and ``acceptance_per_chain`` ``(B, n_chains)`` (post burn-in; 1 for
 ULA, which accepts every move) and, when the samples are kept and ``n_samples >= 4``, the
-effective sample size ``ess`` ``(B, *shape)`` of every pixel (:func:`invprob.uq.effective_sample_size`).
+effective sample size ``ess`` ``(B, *shape)`` of every pixel
+(:func:`invprob.solvers.chain_stats.effective_sample_size`). A callback that stops the run early
+leaves the states kept so far (or, during burn-in, the current states) as the samples.
+
+References: Roberts, Tweedie 1996, "Exponential convergence of Langevin distributions and their
+discrete approximations" (ULA, MALA); Cannella, Soltani, Tarokh 2020, "Projected Latent Markov
+Chain Monte Carlo: Conditional Sampling of Normalizing Flows" (PL-MCMC); Whang, Lei, Dimakis 2021,
+"Composing Normalizing Flows for Inverse Problems" (sec. 6, both as baselines); Kothari,
+Khorashadizadeh, de Hoop, Dokmanić 2021, "Trumpets: Injective Flows for Inference and Inverse
+Problems" (eq. 8, the latent posterior of an injective prior).
 """
 
 from __future__ import annotations
@@ -27,24 +38,41 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..operators.base import Operator
 from ..priors.base import Prior
-from ..uq import RunningMoments, effective_sample_size
-from ._posterior import LogDensity, latent_log_posterior, require_latent_density
+from ..rng import rand, randn
+from ._common import NoiseLevel
+from ._posterior import (
+    LogDensity,
+    check_measurements,
+    latent_log_posterior,
+    noise_levels,
+    require_latent_density,
+    validate_noise_level,
+)
 from .base import Callback, Result, Solver, SolverDiverged, SolverOptions, register
+from .chain_stats import RunningMoments, effective_sample_size
+from .driver import iterate
 
 
 class ChainOptions(SolverOptions):
     """Options shared by the latent MCMC samplers."""
 
-    sigma: float = Field(gt=0, allow_inf_nan=False, description="noise std of the Gaussian likelihood")
+    sigma: NoiseLevel = Field(
+        description="noise std of the Gaussian likelihood: a number or one per image (e.g. add_noise's sigma)"
+    )
     n_samples: int = Field(100, ge=1, description="states kept per chain (after burn-in and thinning)")
     burn_in: int = Field(500, ge=0, description="iterations discarded at the start of every chain")
     thin: int = Field(1, ge=1, description="keep every thin-th state")
     n_chains: int = Field(4, ge=1, description="parallel chains per measurement")
     keep_samples: bool = Field(True, description="return the kept states (False: only mean and std)")
+    progress: bool | None = Field(
+        None, description="progress: True always (a bar on a terminal, timed lines in logs), False/None never"
+    )
+
+    _sigma = field_validator("sigma", mode="before")(validate_noise_level)
 
 
 @dataclass
@@ -57,14 +85,6 @@ class ChainState:
 
 
 Kernel = Callable[[ChainState, int], tuple[ChainState, torch.Tensor]]
-
-
-def _noise(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
-
-
-def _uniform(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand((n,), generator=generator, dtype=like.dtype).to(like.device)
 
 
 def _evaluate(target: LogDensity, z: torch.Tensor, with_grad: bool) -> ChainState:
@@ -126,7 +146,7 @@ class LangevinKernel:
         opts, n = self.opts, state.z.shape[0]
         eta = self.log_step.exp()
         drift = state.z + eta * state.grad
-        noise = _noise(tuple(state.z.shape), self.like, self.generator)
+        noise = randn(tuple(state.z.shape), like=self.like, generator=self.generator)
         proposal = _evaluate(self.target, drift + (2 * eta).sqrt() * noise, True)
         if not opts.adjusted:
             return proposal, torch.ones(n, dtype=torch.bool, device=state.z.device)
@@ -134,7 +154,7 @@ class LangevinKernel:
         log_q_forward = -(proposal.z - drift).pow(2).sum(1) / (4 * eta[:, 0])
         log_q_backward = -(state.z - back).pow(2).sum(1) / (4 * eta[:, 0])
         log_ratio = _finite_or_reject(proposal.log_p - state.log_p + log_q_backward - log_q_forward, proposal)
-        accept = torch.log(_uniform(n, self.like, self.generator)) < log_ratio
+        accept = torch.log(rand((n,), like=self.like, generator=self.generator)) < log_ratio
         if opts.target_acceptance is not None and iteration < opts.burn_in:
             alpha = log_ratio.clamp(max=0).exp()
             self.log_step.add_(0.2 * (alpha - opts.target_acceptance).unsqueeze(1))
@@ -142,7 +162,7 @@ class LangevinKernel:
 
 
 class PLMCMCOptions(ChainOptions):
-    """Options of ``"pl-mcmc"`` (defaults from paper 003 app. C.3: perturbation 0.05)."""
+    """Options of ``"pl-mcmc"`` (the perturbation 0.05 of Whang et al. 2021, app. C.3)."""
 
     perturb_std: float = Field(0.05, gt=0, allow_inf_nan=False, description="std of the small Gaussian perturbation")
     resample_prob: float = Field(0.1, ge=0, le=1, description="probability of proposing a fresh draw from p_Z")
@@ -183,16 +203,16 @@ class PLKernel:
 
     def __call__(self, state: ChainState, iteration: int) -> tuple[ChainState, torch.Tensor]:
         opts, n = self.opts, state.z.shape[0]
-        walk = state.z + opts.perturb_std * _noise(tuple(state.z.shape), self.like, self.generator)
+        walk = state.z + opts.perturb_std * randn(tuple(state.z.shape), like=self.like, generator=self.generator)
         fresh = self.prior.sample_latent(n, 1.0, self.generator).to(self.like)
-        resample = (_uniform(n, self.like, self.generator) < opts.resample_prob).unsqueeze(1)
+        resample = (rand((n,), like=self.like, generator=self.generator) < opts.resample_prob).unsqueeze(1)
         chosen = torch.where(resample, fresh, walk)
         with torch.no_grad():
             proposal = _evaluate(self.target, chosen, False)
             ratio = proposal.log_p - state.log_p + self.log_q(state.z, chosen) - self.log_q(chosen, state.z)
         clamp = opts.log_accept_clamp
         log_ratio = _finite_or_reject(ratio.clamp(-clamp, clamp), proposal)
-        accept = torch.log(_uniform(n, self.like, self.generator)) < log_ratio
+        accept = torch.log(rand((n,), like=self.like, generator=self.generator)) < log_ratio
         return _replace_rows(accept, proposal, state), accept
 
 
@@ -208,42 +228,68 @@ def _initial_latents(
     return prior.sample_latent(y.shape[0] * n_chains, 1.0, generator)
 
 
-def run_chains(
-    kernel: Kernel,
-    state: ChainState,
-    prior: Prior,
-    opts: ChainOptions,
-    *,
-    batch: int,
-    method: str,
-    hint: str,
-    callback: Callback | None,
-) -> tuple[RunningMoments, torch.Tensor | None, torch.Tensor]:
-    """Iterate ``kernel``; keep every ``thin``-th state after ``burn_in``; return moments, samples, acceptance.
+class ChainRun:
+    """The state of ``n_chains`` chains per measurement while :func:`invprob.solvers.iterate` runs them.
 
-    Raises :class:`SolverDiverged` as soon as a chain's state or log-posterior is non-finite.
+    :meth:`step` makes one transition of every chain, checks the states are finite and, after
+    ``burn_in``, counts acceptances and keeps every ``thin``-th state (decoded to images).
     """
-    moments, kept = RunningMoments(), []
-    accepted = torch.zeros(state.z.shape[0], dtype=state.z.dtype, device=state.z.device)
-    total = opts.burn_in + opts.n_samples * opts.thin
-    for t in range(total):
-        state, accept = kernel(state, t)
-        if not bool(torch.isfinite(state.log_p).all() and torch.isfinite(state.z).all()):
-            raise SolverDiverged(f"{method}: a chain diverged (non-finite state) at iteration {t}; {hint}")
-        if t < opts.burn_in:
-            continue
-        accepted += accept.to(accepted.dtype)
-        if (t - opts.burn_in) % opts.thin == opts.thin - 1:
-            with torch.no_grad():
-                x = prior.decode(state.z).reshape(batch, opts.n_chains, *prior.data_shape)
-            moments.update(x, dim=1)
-            if opts.keep_samples:
-                kept.append(x)
-            if callback is not None:
-                callback(t, x.mean(1), {"log_posterior": float(state.log_p.mean())})
-    samples = torch.stack(kept, dim=2) if kept else None
-    rate = accepted / (total - opts.burn_in)
-    return moments, samples, rate.reshape(batch, opts.n_chains)
+
+    def __init__(
+        self, kernel: Kernel, state: ChainState, prior: Prior, opts: ChainOptions, *, batch: int, method: str, hint: str
+    ) -> None:
+        self.kernel, self.state, self.prior, self.opts = kernel, state, prior, opts
+        self.batch, self.method, self.hint = batch, method, hint
+        self.moments, self.kept = RunningMoments(), []
+        self.accepted = torch.zeros(state.z.shape[0], dtype=state.z.dtype, device=state.z.device)
+        self.counted = 0
+
+    def decode(self) -> torch.Tensor:
+        """The current states as images ``(B, n_chains, *data_shape)``."""
+        with torch.no_grad():
+            x = self.prior.decode(self.state.z)
+        return x.reshape(self.batch, self.opts.n_chains, *self.prior.data_shape)
+
+    def step(self, t: int, active: torch.Tensor) -> dict[str, torch.Tensor]:
+        opts = self.opts
+        self.state, accept = self.kernel(self.state, t)
+        finite = torch.isfinite(self.state.z).all(1).view(self.batch, -1).all(1)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten().tolist()
+            raise SolverDiverged(
+                f"{self.method}: a chain diverged (non-finite state) at iteration {t} for image(s) {bad}; {self.hint}"
+            )
+        if t >= opts.burn_in:
+            self.accepted += accept.to(self.accepted.dtype)
+            self.counted += 1
+            if (t - opts.burn_in) % opts.thin == opts.thin - 1:
+                x = self.decode()
+                self.moments.update(x, dim=1)
+                if opts.keep_samples:
+                    self.kept.append(x)
+        per_image = (self.batch, opts.n_chains)
+        return {
+            "loss": -self.state.log_p.view(per_image).mean(1),
+            "acceptance": accept.to(self.state.z.dtype).view(per_image).mean(1),
+        }
+
+    def estimate(self) -> torch.Tensor:
+        """The running posterior mean of the kept states (during burn-in: the mean of the current states)."""
+        return self.moments.mean if self.moments.count else self.decode().mean(1)
+
+    def result(self, name: str) -> tuple[RunningMoments, torch.Tensor | None, torch.Tensor]:
+        """Moments, kept samples ``(B, n_chains, S, ...)`` and acceptance rates ``(B, n_chains)``.
+
+        When the run stopped before any state was kept, the current states are the samples.
+        """
+        if not self.moments.count:
+            x = self.decode()
+            self.moments.update(x, dim=1)
+            if self.opts.keep_samples:
+                self.kept.append(x)
+        samples = torch.stack(self.kept, dim=2) if self.kept else None
+        rate = self.accepted / max(self.counted, 1)
+        return self.moments, samples, rate.reshape(self.batch, self.opts.n_chains)
 
 
 def _chain_result(
@@ -257,19 +303,20 @@ def _chain_result(
     samples = None
     if chains is not None:
         samples = chains.flatten(1, 2)
-        if opts.n_samples >= 4:
+        if chains.shape[2] >= 4:
             extras["ess"] = torch.stack([effective_sample_size(c) for c in chains])
     mean, std = moments.mean, moments.std
     return Result(x_hat=mean, method=name, options=opts, samples=samples, mean=mean, std=std, extras=extras)
 
 
 class _LatentMCMC(Solver):
-    """The ``run`` shared by the latent samplers: ``n_chains`` chains per measurement through :func:`run_chains`.
+    """The ``run`` shared by the latent samplers: ``n_chains`` chains per measurement run by :class:`ChainRun`.
 
     Subclasses build their transition kernel (:meth:`make_kernel`), say whether a state carries the
     gradient of the log-posterior (``with_grad``) and what to try when a chain diverges (``hint``).
     """
 
+    kind = "posterior"
     with_grad: ClassVar[bool]
     hint: ClassVar[str]
 
@@ -294,16 +341,24 @@ class _LatentMCMC(Solver):
         generator: torch.Generator | None,
     ) -> Result:
         opts: ChainOptions = self.options
+        batch = check_measurements(y)
+        sigma = noise_levels(opts.sigma, y).repeat_interleave(opts.n_chains)
         require_latent_density(prior, self.name)
-        target = latent_log_posterior(prior, op, y.repeat_interleave(opts.n_chains, dim=0), opts.sigma)
+        target = latent_log_posterior(prior, op, y.repeat_interleave(opts.n_chains, dim=0), sigma)
         z0 = _initial_latents(prior, opts.n_chains, y, x_init, generator)
         kernel = self.make_kernel(target, prior, z0, generator)
-        state = _evaluate(target, z0, self.with_grad)
-        moments, chains, rate = run_chains(
-            kernel, state, prior, opts, batch=y.shape[0], method=self.name, hint=self.hint, callback=callback
+        chains = ChainRun(
+            kernel, _evaluate(target, z0, self.with_grad), prior, opts, batch=batch, method=self.name, hint=self.hint
         )
-        result = _chain_result(self.name, opts, moments, chains, rate)
-        result.extras.update(self.kernel_extras(kernel, y.shape[0]))
+        total = opts.burn_in + opts.n_samples * opts.thin
+        trace = iterate(
+            self.name, total, chains.step, batch=batch, estimate=chains.estimate, callback=callback,
+            progress=opts.progress, hint=self.hint,
+        )
+        result = _chain_result(self.name, opts, *chains.result(self.name))
+        result.history = trace.history
+        result.extras.update(self.kernel_extras(kernel, batch))
+        result.extras.update({"iterations": trace.iterations, "stopped_by": trace.stopped_by})
         return result
 
 
@@ -319,6 +374,9 @@ class Langevin(_LatentMCMC):
     kind = "posterior"
     Options = LangevinOptions
     description = "latent Langevin Monte Carlo (ULA or MALA), parallel chains"
+    references = (
+        'Roberts, Tweedie 1996, "Exponential convergence of Langevin distributions and their discrete approximations"'
+    )
     with_grad = True
     hint = "lower step_size (it must stay below about 2 / the largest curvature of -log p(z | y))"
 
@@ -342,6 +400,10 @@ class PLMCMC(_LatentMCMC):
     kind = "posterior"
     Options = PLMCMCOptions
     description = "latent Metropolis-Hastings with the PL-MCMC mixture proposal"
+    references = (
+        'Cannella, Soltani, Tarokh 2020, "Projected Latent Markov Chain Monte Carlo: '
+        'Conditional Sampling of Normalizing Flows"'
+    )
     with_grad = False
     hint = "check the prior and sigma"
 
