@@ -183,3 +183,92 @@ def test_cgls_pinv_matches_closed_form():
     torch.testing.assert_close(op.pinv(y, tol=1e-12), SuperResolution((1, 8, 8), 2).pinv(y))
     with pytest.raises(ValueError, match="max_iter"):
         op.pinv(y, max_iter=0)
+
+
+def _blur(**kwargs):
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=torch.float64).view(1, 1, 3, 3) / 16
+    forward = lambda x: torch.nn.functional.conv2d(x, kernel.to(x), padding=1)  # noqa: E731
+    adjoint = lambda y: torch.nn.functional.conv_transpose2d(y, kernel.to(y), padding=1)  # noqa: E731
+    return forward, adjoint
+
+
+def test_from_callable_with_adjoint_is_a_linear_operator():
+    forward, adjoint = _blur()
+    op = from_callable(forward, (1, 6, 6), adjoint=adjoint, dtype=torch.float64)
+    assert isinstance(op, LinearOperator)
+    dense = op(torch.eye(36, dtype=torch.float64).reshape(36, 1, 6, 6)).reshape(36, 36).T
+    assert op.norm(n_iter=500, tol=1e-12) == pytest.approx(float(torch.linalg.matrix_norm(dense, ord=2)), rel=1e-6)
+    assert check_adjoint(op).relative_error < 1e-12
+    y = torch.randn(2, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = (torch.linalg.pinv(dense) @ y.flatten(1).T).T.reshape(2, 1, 6, 6)
+    torch.testing.assert_close(op.pinv(y, tol=1e-12, max_iter=500), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_from_callable_linear_true_takes_the_adjoint_from_autograd():
+    forward, adjoint = _blur()
+    auto = from_callable(forward, (1, 6, 6), linear=True)
+    y = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(auto.adjoint(y), adjoint(y))
+    assert auto.probe_like()[1] == torch.float32
+    assert check_adjoint(auto).relative_error < 1e-5
+    # differentiable through the autograd adjoint (second order)
+    y64 = y.double().requires_grad_(True)
+    auto64 = from_callable(forward, (1, 6, 6), linear=True, dtype=torch.float64)
+    assert torch.autograd.gradcheck(auto64.adjoint, (y64[:1],))
+    with pytest.raises(TypeError, match="linear: expected True, False or None"):
+        from_callable(forward, (1, 6, 6), linear="yes")
+
+
+def test_from_callable_linear_false_keeps_a_general_operator():
+    forward, adjoint = _blur()
+    op = from_callable(forward, (1, 6, 6), adjoint=adjoint, linear=False)
+    assert not isinstance(op, LinearOperator)
+    torch.testing.assert_close(op.adjoint(torch.ones(1, 1, 6, 6)), adjoint(torch.ones(1, 1, 6, 6)))
+
+
+def test_from_physics_linear_stand_in_is_a_linear_operator():
+    class LinearPhysics:  # deepinv's LinearPhysics interface: A, A_adjoint
+        def A(self, x):
+            return x[..., ::2]
+
+        def A_adjoint(self, y):
+            out = torch.zeros((*y.shape[:-1], 2 * y.shape[-1]), dtype=y.dtype)
+            out[..., ::2] = y
+            return out
+
+    op = from_physics(LinearPhysics(), (1, 4, 4))
+    assert isinstance(op, LinearOperator)
+    assert op.out_shape == (1, 4, 2)
+    assert op.norm() == pytest.approx(1.0, rel=1e-6)
+    assert check_adjoint(op).relative_error < 1e-6
+    y = torch.ones(1, 1, 4, 2)
+    torch.testing.assert_close(op(op.pinv(y)), y)
+
+
+def test_check_adjoint_refuses_a_nonlinear_operator():
+    op = from_callable(lambda x: x**2, (1, 2, 2))
+    with pytest.raises(TypeError, match=r"op: expected a LinearOperator .*got CallableOperator; .*adjoint=fn_T"):
+        check_adjoint(op)
+
+
+def test_tv_accepts_a_user_linear_operator_without_step():
+    forward, adjoint = _blur()
+    op = from_callable(forward, (1, 6, 6), adjoint=adjoint)
+    from invprob.solvers import solve
+
+    x = torch.zeros(1, 1, 6, 6)
+    x[..., 2:4, 2:4] = 1.0
+    result = solve(op, None, op(x), "tv", iterations=3)
+    assert result.x_hat.shape == (1, 1, 6, 6)
+
+
+def test_readme_operator_examples_run_as_written():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Forward operators") : text.index("### Priors")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "README.md (operators)", "exec"), {"__name__": "readme"})

@@ -1,6 +1,6 @@
 """Forward operators: one interface (:class:`LinearOperator`) for every measurement process."""
 
-from .base import CallableOperator, Composition, LinearOperator, Operator, Scaled, cgls, from_callable, from_physics
+from .base import Composition, LinearOperator, Operator, Scaled, cgls
 from .checks import AdjointReport, check_adjoint
 from .ct import LimitedAngleCT
 from .identity import Identity
@@ -9,10 +9,12 @@ from .matrix import MatrixOperator, RandomGaussian, from_matrix
 from .noise import add_noise
 from .spec import OperatorSpec, count_operators, parse_operator, parse_operators
 from .superres import SuperResolution
+from .wrap import CallableLinearOperator, CallableOperator, from_callable, from_physics
 
 __all__ = [
     "AdjointReport",
     "BlockMask",
+    "CallableLinearOperator",
     "CallableOperator",
     "Composition",
     "HalfMask",

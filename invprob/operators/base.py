@@ -9,7 +9,6 @@ linear problems: the exact adjoint, the pseudo-inverse, the normal operator and 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -88,13 +87,21 @@ class LinearOperator(Operator):
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def probe_like(self) -> tuple[torch.device, torch.dtype]:
+        """Device and dtype of the random probes of :meth:`norm` and :func:`check_adjoint`.
+
+        The device of the operator's buffers (CPU without any) and float64; operators wrapping a
+        user's function say what that function computes in.
+        """
+        return _device_of(self), torch.float64
+
     @torch.no_grad()
     def norm(self, n_iter: int = 100, *, tol: float = 1e-7, generator: torch.Generator | None = None) -> float:
-        """Spectral norm ``||A||_2`` by power iteration on ``A^T A`` (float64, seeded)."""
+        """Spectral norm ``||A||_2`` by power iteration on ``A^T A`` (seeded; see :meth:`probe_like`)."""
         check_int(n_iter, "n_iter", minimum=1)
-        device = _device_of(self)
+        device, dtype = self.probe_like()
         gen = generator if generator is not None else torch.Generator(device="cpu").manual_seed(0)
-        x = torch.randn((1, *self.in_shape), generator=gen, dtype=torch.float64).to(device)
+        x = torch.randn((1, *self.in_shape), generator=gen, dtype=dtype).to(device)
         x /= x.norm()
         estimate = 0.0
         for _ in range(n_iter):
@@ -204,79 +211,3 @@ class Scaled(LinearOperator):
 
     def _pinv(self, y: torch.Tensor, *, tol: float, max_iter: int) -> torch.Tensor:
         return self.op.pinv(y, tol=tol, max_iter=max_iter) / self.scale
-
-
-class CallableOperator(Operator):
-    """An operator given by user functions (see :func:`from_callable`)."""
-
-    def __init__(
-        self,
-        fn: Callable[[torch.Tensor], torch.Tensor],
-        in_shape: tuple[int, ...],
-        out_shape: tuple[int, ...],
-        adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        pinv: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
-        super().__init__(in_shape, out_shape)
-        self.fn = fn
-        self._adjoint_fn = adjoint
-        self._pinv_fn = pinv
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.fn(x)
-        return check_batch(out, self.out_shape, "output of the user's forward function")
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        if self._adjoint_fn is None:
-            return super().adjoint(y)
-        return self._adjoint_fn(check_batch(y, self.out_shape, "y"))
-
-    def pinv(self, y: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 200) -> torch.Tensor:
-        """The user's pseudo-inverse (``tol`` and ``max_iter`` do not apply to it)."""
-        if self._pinv_fn is None:
-            return super().pinv(y)
-        return self._pinv_fn(check_finite(check_batch(y, self.out_shape, "y"), "y"))
-
-
-def from_callable(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    in_shape: tuple[int, ...],
-    *,
-    out_shape: tuple[int, ...] | None = None,
-    adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    pinv: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> CallableOperator:
-    """Wrap a user's (possibly nonlinear, matrix-free) forward map as an operator.
-
-    ``fn`` maps ``(B, *in_shape)`` to ``(B, *out_shape)``; ``out_shape`` is inferred by applying
-    ``fn`` to a zero batch when omitted. Gradients go through autograd. ``adjoint`` and ``pinv``
-    are optional; a solver that needs one the user did not give raises a clear error.
-    """
-    if not callable(fn):
-        raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
-    in_shape = as_shape(in_shape, "in_shape")
-    if out_shape is None:
-        with torch.no_grad():
-            probe = fn(torch.zeros((1, *in_shape)))
-        if not isinstance(probe, torch.Tensor) or probe.dim() < 2:
-            raise ValueError("fn: must return a batched tensor (B, *out_shape) for a (1, *in_shape) input")
-        out_shape = tuple(probe.shape[1:])
-    return CallableOperator(fn, in_shape, as_shape(out_shape, "out_shape"), adjoint=adjoint, pinv=pinv)
-
-
-def from_physics(physics: object, in_shape: tuple[int, ...], out_shape: tuple[int, ...] | None = None) -> CallableOperator:
-    """Wrap a deepinv-style physics object by its methods ``A``, ``A_adjoint`` and ``A_dagger``.
-
-    deepinv itself is never imported: any object with an ``A`` method works; ``A_adjoint`` and
-    ``A_dagger`` are used when present.
-    """
-    forward = getattr(physics, "A", None)
-    if not callable(forward):
-        raise TypeError(f"physics: expected an object with a callable method A, got {type(physics).__name__}")
-    return from_callable(
-        forward,
-        in_shape,
-        out_shape=out_shape,
-        adjoint=getattr(physics, "A_adjoint", None),
-        pinv=getattr(physics, "A_dagger", None),
-    )
