@@ -272,3 +272,19 @@ def test_readme_operator_examples_run_as_written():
     assert len(blocks) == 2
     for block in blocks:
         exec(compile(block, "README.md (operators)", "exec"), {"__name__": "readme"})
+
+
+def test_cast_copies_are_made_once_and_follow_buffer_changes():
+    op = RandomGaussian((1, 4, 4), 6)
+    x = torch.randn(2, 1, 4, 4)
+    first = op.cast_buffer("matrix", x)
+    assert first.dtype == torch.float32
+    assert op.cast_buffer("matrix", x) is first  # no recast on the next call
+    assert op.cast_buffer("matrix", x.double()) is op.matrix
+    other = RandomGaussian((1, 4, 4), 6, seed=1)
+    op.load_state_dict(other.state_dict())
+    torch.testing.assert_close(op(x), other(x))
+    op.matrix.mul_(2.0)
+    torch.testing.assert_close(op(x), 2 * other(x))
+    op.double()
+    assert op(x.double()).dtype == torch.float64 and op(x).dtype == torch.float32

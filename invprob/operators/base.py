@@ -4,6 +4,13 @@ An operator maps a batch of images ``x`` of shape ``(B, *in_shape)`` to measurem
 ``(B, *out_shape)``. :class:`Operator` is the general (possibly nonlinear) case; it only needs a
 forward map, and gradients flow through autograd. :class:`LinearOperator` adds what solvers use for
 linear problems: the exact adjoint, the pseudo-inverse, the normal operator and the spectral norm.
+
+Inputs (:func:`check_input`): a real floating-point tensor with a non-empty batch; complex
+tensors and ``B = 0`` are refused with a one-line error. Non-finite values: ``forward``,
+``adjoint`` and ``normal`` are plain linear algebra and propagate NaN/Inf as IEEE arithmetic does
+(no check: they run in every solver iteration, and the solvers check their iterates and losses,
+naming the iteration); ``pinv`` is a solve from measurements and refuses non-finite ``y``, as
+:func:`invprob.solve` does.
 """
 
 from __future__ import annotations
@@ -14,6 +21,29 @@ import torch
 from torch import nn
 
 from .._checks import as_shape, check_batch, check_finite, check_int
+
+
+def check_input(x: object, shape: tuple[int, ...], name: str) -> torch.Tensor:
+    """Check an operator input: a real floating tensor of shape ``(B, *shape)`` with ``B >= 1``.
+
+    Example:
+        >>> check_input(torch.zeros(2, 3), (3,), "x").shape
+        torch.Size([2, 3])
+        >>> check_input(torch.zeros(0, 3), (3,), "x")
+        Traceback (most recent call last):
+        ...
+        ValueError: x: expected a non-empty batch (B >= 1) of shape (B, 3), got shape (0, 3)
+    """
+    x = check_batch(x, shape, name)
+    if x.is_complex():
+        raise TypeError(
+            f"{name}: expected a real floating-point tensor, got dtype {x.dtype}; "
+            "pass the real and imaginary parts as separate inputs"
+        )
+    if x.shape[0] == 0:
+        dims = ", ".join(str(s) for s in shape)
+        raise ValueError(f"{name}: expected a non-empty batch (B >= 1) of shape (B, {dims}), got shape {tuple(x.shape)}")
+    return x
 
 
 class Operator(nn.Module):
@@ -30,8 +60,8 @@ class Operator(nn.Module):
         self.out_shape = as_shape(out_shape, "out_shape")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the operator to a batch ``x`` of shape ``(B, *in_shape)``."""
-        return self._forward(check_batch(x, self.in_shape, "x"))
+        """Apply the operator to a batch ``x`` of shape ``(B, *in_shape)`` (see :func:`check_input`)."""
+        return self._forward(check_input(x, self.in_shape, "x"))
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
@@ -52,6 +82,29 @@ class Operator(nn.Module):
     def extra_repr(self) -> str:
         return f"in_shape={self.in_shape}, out_shape={self.out_shape}"
 
+    def cast_buffer(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """Buffer ``name`` in the dtype and on the device of ``like``, cast once and then reused.
+
+        The cast copy is kept per ``(dtype, device)`` and rebuilt when the buffer changes (in-place
+        edits, ``load_state_dict``, ``.to()``), so a float32 solver does not recast a float64
+        matrix on every call.
+        """
+        source = self.get_buffer(name)
+        if source.dtype == like.dtype and source.device == like.device:
+            return source
+        cache = self.__dict__.setdefault("_cast_cache", {})
+        key = (name, like.dtype, like.device)
+        stamp = (source.data_ptr(), source._version)
+        hit = cache.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = (stamp, source.to(device=like.device, dtype=like.dtype))
+            cache[key] = hit
+        return hit[1]
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): the cast copies are stale
+        self.__dict__.pop("_cast_cache", None)
+        return super()._apply(fn, *args, **kwargs)
+
 
 class LinearOperator(Operator):
     """A linear operator ``A`` with its exact adjoint ``A^T``.
@@ -64,7 +117,7 @@ class LinearOperator(Operator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Apply the adjoint ``A^T`` to a batch ``y`` of shape ``(B, *out_shape)``."""
-        return self._adjoint(check_batch(y, self.out_shape, "y"))
+        return self._adjoint(check_input(y, self.out_shape, "y"))
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the normal operator ``A^T A``."""
@@ -78,7 +131,7 @@ class LinearOperator(Operator):
         ``A^T`` so that it converges to the minimum-norm solution ``A^+ y``. Stops when
         ``||A^T (y - A x)|| <= tol * ||A^T y||`` per sample or after ``max_iter`` iterations.
         """
-        y = check_finite(check_batch(y, self.out_shape, "y"), "y")
+        y = check_finite(check_input(y, self.out_shape, "y"), "y")
         return self._pinv(y, tol=tol, max_iter=max_iter)
 
     def _pinv(self, y: torch.Tensor, *, tol: float, max_iter: int) -> torch.Tensor:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import as_image_shape, check_batch, check_int
-from .base import LinearOperator, cgls
+from .._checks import as_image_shape, check_int
+from .base import LinearOperator, cgls, check_input
 from .radon import (
     DEFAULT_MEMORY_BUDGET,
     AstraBackend,
@@ -156,7 +156,7 @@ class LimitedAngleCT(LinearOperator):
         covered ``[0°, 180°)`` evenly; with a missing wedge it is the usual (streaky, biased)
         limited-angle FBP, the customary initialiser.
         """
-        y = check_batch(y, self.out_shape, "y")
+        y = check_input(y, self.out_shape, "y")
         return self.adjoint(ramp_filter(y)) * (math.pi / self.geometry.n_angles)
 
     def extra_repr(self) -> str:

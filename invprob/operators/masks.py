@@ -19,7 +19,7 @@ class _Mask(LinearOperator):
         self.register_buffer("mask", mask.to(torch.float64))
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.mask.to(x)
+        return x * self.cast_buffer("mask", x)
 
     _adjoint = _forward
 

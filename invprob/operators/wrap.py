@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from .._checks import as_shape, check_batch, check_finite
-from .base import LinearOperator, Operator
+from .base import LinearOperator, Operator, check_input
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -36,7 +36,7 @@ class _UserFunctions:
         return check_batch(self.fn(x), self.out_shape, "output of the user's forward function")
 
     def _user_pinv(self, y: torch.Tensor) -> torch.Tensor:
-        out = self._pinv_fn(check_finite(check_batch(y, self.out_shape, "y"), "y"))
+        out = self._pinv_fn(check_finite(check_input(y, self.out_shape, "y"), "y"))
         return check_batch(out, self.in_shape, "output of the user's pinv function")
 
 
@@ -58,7 +58,7 @@ class CallableOperator(_UserFunctions, Operator):
         """The user's ``adjoint`` (a nonlinear operator has none unless one was given)."""
         if self._adjoint_fn is None:
             return super().adjoint(y)
-        return self._adjoint_fn(check_batch(y, self.out_shape, "y"))
+        return self._adjoint_fn(check_input(y, self.out_shape, "y"))
 
     def pinv(self, y: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 200) -> torch.Tensor:
         """The user's pseudo-inverse (``tol`` and ``max_iter`` do not apply to it)."""
