@@ -1,11 +1,14 @@
 """Train one shipped prior and install it into ``invprob/priors/pretrained/<name>/``.
 
     python scripts/train_pretrained.py trumpet-digits
+    python scripts/train_pretrained.py trumpet-mnist --install-only --runs /work/runs/pretrained
 
 Training runs in ``runs/pretrained/<name>/`` with resumable checkpoints (re-run the same command
-after a kill to continue). When it finishes, the weights and config are copied into the package,
-the test metrics are measured, preview PNGs (samples, test reconstructions ``f(f^dagger(x))``) and
-a model card are written, and the manifest records the checksums.
+after a kill to continue). When it finishes, the checkpoint is copied into the package as one
+checksummed ``checkpoint.safetensors`` (a run written by an earlier version, ``weights.safetensors``
++ ``config.json``, is accepted and converted, weights bit for bit), the test metrics are measured,
+preview PNGs (samples, test reconstructions ``f(f^dagger(x))``) and a model card are written, and
+the manifest records the checksum. ``--install-only`` installs a finished run without training.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +29,15 @@ from invprob.metrics import relative_error
 from invprob.plots import image_grid
 from invprob.priors import load_prior_file
 from invprob.priors.pretrained import PRETRAINED_DIR, register_shipped
-from invprob.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from invprob.checkpoint import (
+    LEGACY_CONFIG_FILE,
+    checkpoint_files,
+    checkpoint_path,
+    has_checkpoint,
+    load_checkpoint,
+    read_checkpoint_config,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -142,23 +152,34 @@ def train(name: str, runs: Path) -> Path:
     train_set = load_dataset(spec.dataset, split="train", **spec.dataset_options)
     test_set = load_dataset(spec.dataset, split="test", **spec.dataset_options)
     command = " ".join(["python", *sys.argv])
-    spec.train(prior, train_set, out, val_dataset=test_set, resume=True, command=command, seed=spec.seed, **spec.options)
+    resume = any(has_checkpoint(state) for state in out.glob("*-state"))
+    spec.train(prior, train_set, out, val_dataset=test_set, resume=resume, command=command, seed=spec.seed, **spec.options)
     return out
 
 
 def training_seconds(trained: Path) -> float:
     """Seconds spent in the optimisation steps, summed over the phases (every call of each)."""
-    states = [json.loads(state.read_text()) for state in trained.glob("*-state/" + CONFIG_FILE)]
+    states = [read_checkpoint_config(state) for state in sorted(trained.glob("*-state")) if has_checkpoint(state)]
     return sum(state.get("seconds", state["seconds_this_call"]) for state in states)
 
 
 def install(name: str, trained: Path) -> Path:
-    """Copy the trained files into the package, measure them, write previews, card and manifest."""
+    """Copy the trained prior into the package, measure it, write previews, card and manifest.
+
+    ``trained`` holds the prior as one ``checkpoint.safetensors`` or, written by an earlier
+    version of this script, as ``weights.safetensors`` + ``config.json`` (its weights checksum is
+    verified; the config, which that format does not checksum, is checked by rebuilding the prior).
+    Either way the package gets one checksummed file with the same tensors and record.
+    """
     spec = SPECS[name]
     target = PRETRAINED_DIR / name
-    target.mkdir(parents=True, exist_ok=True)
-    for fname in (WEIGHTS_FILE, CONFIG_FILE):
-        shutil.copyfile(trained / fname, target / fname)
+    files = checkpoint_files(trained)
+    if not files:
+        raise SystemExit(f"install: {trained} holds no trained prior (checkpoint.safetensors or weights.safetensors + config.json)")
+    legacy = files[-1].name == LEGACY_CONFIG_FILE
+    load_prior_file(trained, allow_unverified=legacy)  # the record rebuilds the prior it names
+    tensors, record = load_checkpoint(trained, allow_unverified=legacy)
+    save_checkpoint(target, tensors, record)
     prior = load_prior_file(target)
     test = load_dataset(spec.dataset, split="test", **spec.dataset_options)
     x = torch.stack([test[i] for i in range(len(test))])
@@ -172,7 +193,7 @@ def install(name: str, trained: Path) -> Path:
     image_grid([list(x[:8]), list(recon[:8])], ["test x", "f(f†(x))"], [], target / "reconstructions.png",
                title=f"{name}: test images and their projections")
     n_params = sum(p.numel() for p in prior.parameters())
-    record = json.loads((target / CONFIG_FILE).read_text())
+    record = read_checkpoint_config(target)
     card = _model_card(name, spec, record, metrics, n_params, training_seconds(trained), target)
     (target / "MODEL_CARD.md").write_text(card)
     register_shipped(name, spec.description, dataset=spec.dataset, parameters=n_params, metrics=metrics,
@@ -184,7 +205,7 @@ def install(name: str, trained: Path) -> Path:
 def _model_card(name: str, spec: Spec, record: dict[str, Any], metrics: dict[str, Any], n_params: int,
                 seconds: float, target: Path) -> str:
     meta = record.get("metadata", {})
-    size_mb = (target / WEIGHTS_FILE).stat().st_size / 2**20
+    size_mb = checkpoint_path(target).stat().st_size / 2**20
     lines = [
         f"# {name}", "", spec.description, "",
         f"- class: `{record['class']}`, data shape {tuple(record['data_shape'])}, latent dimension {record['latent_dim']}",
@@ -207,9 +228,10 @@ def main() -> None:
     parser.add_argument("name", choices=sorted(SPECS))
     parser.add_argument("--runs", default="runs/pretrained", help="training directory (resumable)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--install-only", action="store_true", help="install the finished run in --runs without training")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    trained = train(args.name, Path(args.runs))
+    trained = Path(args.runs) / args.name if args.install_only else train(args.name, Path(args.runs))
     install(args.name, trained)
 
 

@@ -10,6 +10,8 @@ from invprob.priors import NIF, GaussianNIFLayer, load_prior_file
 from invprob.priors.nif import nif_loss
 from invprob.training import CheckpointError, train_nif
 
+from checkpoint_tools import edit_config
+
 
 def _layer(m: int, n: int, seed: int = 0) -> GaussianNIFLayer:
     g = torch.Generator().manual_seed(seed)
@@ -158,7 +160,7 @@ def test_train_nif_decreases_the_loss_resumes_and_saves_a_loadable_prior(tmp_pat
     assert history["val"][-1]["bits_per_dim"] < history["val"][0]["bits_per_dim"]
     killed = _tiny_nif()
     assert not train_nif(killed, _digits(), tmp_path / "killed", stop_after=15, **OPTS)["finished"]
-    assert not (tmp_path / "killed" / "config.json").exists()
+    assert not (tmp_path / "killed" / "checkpoint.safetensors").exists()
     resumed = _tiny_nif()
     train_nif(resumed, _digits(), tmp_path / "killed", resume=True, **OPTS)
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
@@ -193,8 +195,6 @@ def test_bad_configurations_and_checkpoints_are_refused(tmp_path):
         train_nif(torch.nn.Linear(2, 2), _digits(), tmp_path, **OPTS)
     prior = _tiny_nif()
     prior.save(tmp_path / "p")
-    record = json.loads((tmp_path / "p" / "config.json").read_text())
-    record["config"]["latent_dim"] = 5
-    (tmp_path / "p" / "config.json").write_text(json.dumps(record))
+    edit_config(tmp_path / "p", lambda record: record["config"].update(latent_dim=5))
     with pytest.raises(CheckpointError, match="do not fit the NIF"):
         load_prior_file(tmp_path / "p")

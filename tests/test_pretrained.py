@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 import time
 
 import pytest
@@ -76,3 +77,48 @@ def test_smoke_solve_with_shipped_prior():
     assert result.x_hat.shape == prior.data_shape
     start = relative_error(x, op.pinv(y)).item()
     assert relative_error(x, result.x_hat.unsqueeze(0)).item() < 0.5 * start
+
+
+def _script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "train_pretrained.py"
+    spec = importlib.util.spec_from_file_location("train_pretrained", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_pretrained"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_install_accepts_a_run_written_in_the_old_two_file_format(tmp_path, monkeypatch):
+    from checkpoint_tools import to_legacy
+
+    from invprob.priors import TRUMPET
+    from invprob.training import train_trumpet
+
+    script = _script()
+    package = tmp_path / "pretrained"
+    package.mkdir()
+    for module in (pretrained, script):
+        monkeypatch.setattr(module, "PRETRAINED_DIR", package)
+    monkeypatch.setattr(pretrained, "MANIFEST", package / "MANIFEST.json")
+    build = lambda: TRUMPET((1, 32, 32), 64, n_scales=3, hidden=4, unet_depth=1, n_latent_steps=1, latent_hidden=8)
+    monkeypatch.setitem(script.SPECS, "tiny-old", script.Spec(
+        description="tiny", dataset="digits", dataset_options={}, build=build, train=train_trumpet,
+        options=dict(mse_steps=3, ml_steps=2, batch_size=16, progress=False),
+        extra_metrics=lambda prior, x: script._latent_nll(prior, x),
+    ))
+    torch.manual_seed(0)
+    prior = build()
+    run = tmp_path / "runs" / "tiny-old"
+    train_trumpet(prior, load_dataset("digits", "train"), run, mse_steps=3, ml_steps=2, batch_size=16, progress=False)
+    for directory in (run, run / "mse-state", run / "ml-state"):  # what the old code left on disk
+        to_legacy(directory)
+    script.install("tiny-old", run)
+    installed = invprob.load_prior("tiny-old")
+    for a, b in zip(prior.state_dict().values(), installed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert sorted(p.name for p in (package / "tiny-old").iterdir()) == [
+        "MODEL_CARD.md", "checkpoint.safetensors", "reconstructions.png", "samples.png"]
+    assert list(pretrained.describe_prior("tiny-old")["sha256"]) == ["checkpoint.safetensors"]

@@ -12,6 +12,8 @@ from invprob.priors.relaxed import injflow_loss, injflow_terms
 from invprob.training import CheckpointError, train_relaxed_flow
 from invprob.training.relaxed import encode_dataset, penalty_weight
 
+from checkpoint_tools import edit_config
+
 
 def _prior(**kwargs) -> RelaxedInjectiveFlow:
     torch.manual_seed(0)
@@ -173,7 +175,7 @@ def test_training_resumes_like_an_uninterrupted_run(tmp_path):
     train_relaxed_flow(full, _digits(), tmp_path / "full", density="gaussian", **{**OPTS, "steps": 20})
     killed = _prior()
     report = train_relaxed_flow(killed, _digits(), tmp_path / "killed", density="gaussian", stop_after=7, **{**OPTS, "steps": 20})
-    assert not report["finished"] and not (tmp_path / "killed" / "config.json").exists()
+    assert not report["finished"] and not (tmp_path / "killed" / "checkpoint.safetensors").exists()
     resumed = _prior()
     train_relaxed_flow(resumed, _digits(), tmp_path / "killed", density="gaussian", resume=True, **{**OPTS, "steps": 20})
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
@@ -196,8 +198,6 @@ def test_bad_configurations_and_checkpoints_are_refused(tmp_path):
     prior = _prior()
     prior.fit_latent_density(torch.randn(50, 3), "gmm", n_components=2)
     prior.save(tmp_path / "p")
-    record = json.loads((tmp_path / "p" / "config.json").read_text())
-    record["config"]["n_components"] = 10
-    (tmp_path / "p" / "config.json").write_text(json.dumps(record))
+    edit_config(tmp_path / "p", lambda record: record["config"].update(n_components=10))
     with pytest.raises(CheckpointError, match="do not fit the RelaxedInjectiveFlow"):
         load_prior_file(tmp_path / "p")

@@ -85,11 +85,6 @@ class GaussianNIFLayer(nn.Module):
         """Thin QR factors of ``W = Sigma^{-1/2} A``: ``Q (N, M)``, ``R (M, M)``."""
         return torch.linalg.qr(self.weight / self.std[:, None])
 
-    def precision_logdet(self) -> torch.Tensor:
-        """``log|Lambda|`` with ``Lambda = A^T Sigma^{-1} A``."""
-        _, r = self._whitened_qr()
-        return 2 * torch.diagonal(r).abs().log().sum()
-
     def _whiten(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.bias) / self.std
 

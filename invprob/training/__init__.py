@@ -1,9 +1,18 @@
-"""Training loops for the priors, with atomic, resumable checkpoints."""
+"""Training loops for the priors: one resumable loop (:func:`fit`), one trainer base, one process or many (torchrun).
 
-from ..checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+Example:
+    >>> from invprob.training import TrumpetTrainOptions
+    >>> TrumpetTrainOptions().mse_steps
+    1000
+"""
+
+from ..checkpoint import CheckpointError, atomic_write, has_checkpoint, load_checkpoint, save_checkpoint
 from .loop import FitOptions, TrainingDiverged, fit
 
-__all__ = ["CheckpointError", "FitOptions", "TrainingDiverged", "atomic_write", "fit", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CheckpointError", "FitOptions", "TrainingDiverged", "atomic_write", "fit", "has_checkpoint", "load_checkpoint",
+    "save_checkpoint",
+]
 
 from .nif import NIFTrainOptions, train_nif
 from .relaxed import RelaxedTrainOptions, train_relaxed_flow

@@ -1,4 +1,4 @@
-"""A resumable training loop shared by every prior family.
+"""A resumable training loop shared by every prior family, on one process or many (torchrun).
 
 :func:`fit` minimises ``loss_fn(model, batch, generator)`` with Adam over a map-style dataset. It is
 deterministic and resumable by construction:
@@ -6,18 +6,46 @@ deterministic and resumable by construction:
 - the data order of epoch ``e`` is a permutation drawn from ``seed`` and ``e``, so step ``s`` always
   sees the same batch, whether or not the run was interrupted;
 - the random numbers a loss needs (dequantisation noise, Hutchinson probes, ...) come from a
-  generator seeded from ``seed`` and the step, handed to ``loss_fn``;
+  generator seeded from ``seed``, the step (and the rank, see below), handed to ``loss_fn``;
 - every ``checkpoint_every`` steps the model, the optimizer state, the step and the history are
-  written atomically to ``out_dir/<phase>-state/``; with ``resume=True`` a later call continues
-  from there, so a killed run loses at most one checkpoint interval and ends with the same
-  parameters as an uninterrupted one.
+  written atomically as one checksummed file ``out_dir/<phase>-state/checkpoint.safetensors``;
+  with ``resume=True`` a later call continues from there, so a killed run loses at most one
+  checkpoint interval and ends with the same parameters as an uninterrupted one.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1, see :mod:`invprob.training.distributed`) the same loop
+trains with :class:`~torch.nn.parallel.DistributedDataParallel`: rank ``r`` of ``N`` takes rows
+``[r b/N, (r+1) b/N)`` of every global batch of ``b = batch_size`` images (``b`` must be divisible
+by ``N``), DDP averages the gradients, the loss and metrics recorded are the averages over the
+ranks, a non-finite loss on any rank stops every rank at the same step with one
+:class:`TrainingDiverged`, and only rank 0 writes checkpoints. Every rank resumes from the same file.
+
+Equivalence with one process: with the same ``seed`` and global ``batch_size``, ``N`` processes
+see the same batches as one process and, for a loss that is a mean over the batch of per-image
+terms and draws no random numbers from ``generator``, take the same steps up to floating-point
+round-off of the gradient average (TRUMPET both phases with ``cycle_weight=0``). Layers with a
+data-dependent initialisation (ActNorm: an ``initialized`` buffer that is False) are initialised
+before the first step by one no-grad pass of ``loss_fn`` over the whole first global batch on
+every rank, i.e. on the very batch a single process initialises them with. A loss that draws
+random numbers (dequantisation noise of RealNVP/NIF, probes of the relaxed flow) gets on rank
+``r`` a generator seeded from ``(seed, step, r)`` — rank 0 draws what a single process draws for
+its rows — so such runs are statistically, not bitwise, equivalent.
+
+Example:
+    >>> import tempfile, torch
+    >>> model = torch.nn.Linear(2, 2)
+    >>> data = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    >>> def loss_fn(model, batch, generator):
+    ...     return (model(batch) - batch).pow(2).mean(), {}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     history = fit(model, loss_fn, data, tmp, steps=4, batch_size=8, progress=False)
+    >>> history["step"]
+    [1, 2, 3, 4]
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -27,12 +55,27 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from ..checkpoint import CONFIG_FILE, CheckpointError, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from ..checkpoint import (
+    LEGACY_CONFIG_FILE,
+    CheckpointError,
+    checkpoint_files,
+    flatten_state,
+    has_checkpoint,
+    load_checkpoint,
+    read_checkpoint_config,
+    save_checkpoint,
+    state_mismatch,
+    unflatten_state,
+)
+from ..progress import progress
+from ..solvers.base import parse_options
+from . import distributed
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], "tuple[torch.Tensor, dict[str, float]]"]
 ValidateFn = Callable[[nn.Module], "dict[str, float]"]
+#: Options that may change between a run and its resumption (they do not change the trajectory).
+RESUMABLE_CHANGES = ("steps", "progress", "checkpoint_every", "validate_every")
 
 
 class LoopSettings(BaseModel):
@@ -40,7 +83,7 @@ class LoopSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="global batch size (split across the ranks under torchrun)")
     clip_grad: float | None = Field(1.0, gt=0, description="gradient-norm clipping; None disables it")
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(200, ge=1)
@@ -58,7 +101,18 @@ class FitOptions(LoopSettings):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became non-finite."""
+    """The loss became non-finite (on any rank)."""
+
+
+def state_dir(out_dir: str | os.PathLike, phase: str) -> Path:
+    """Where :func:`fit` keeps the training state of ``phase``: ``out_dir/<phase>-state``."""
+    return Path(out_dir) / f"{phase}-state"
+
+
+def saved_step(out_dir: str | os.PathLike, phase: str) -> int:
+    """The step of the training state of ``phase`` in ``out_dir`` (0 if there is none)."""
+    directory = state_dir(out_dir, phase)
+    return int(read_checkpoint_config(directory)["step"]) if has_checkpoint(directory) else 0
 
 
 def fit(
@@ -76,67 +130,103 @@ def fit(
 ) -> dict[str, list]:
     """Train ``model`` in place and return its history (``step``, ``loss``, metrics, ``val``).
 
-    ``params`` restricts the optimised parameters (default: all that require grad). ``validate``
-    is called every ``validate_every`` steps and at the end, under ``torch.no_grad``.
-    ``stop_after`` ends the call after that many steps *of this call* (used to simulate a kill in
-    tests, or to train in slices). With ``pass_step`` the loss is called as
-    ``loss_fn(model, batch, generator, step)``, ``step`` the 0-based index of the optimizer step
-    being taken, for schedules such as increasing penalty weights (it survives resumption like
-    everything else). See :class:`FitOptions` for the other options.
+    ``params`` restricts the optimised parameters (default: all that require grad; the others are
+    frozen during the call). ``validate`` is called every ``validate_every`` steps and at the end,
+    under ``torch.no_grad``. ``stop_after`` ends the call after that many steps *of this call*
+    (used to simulate a kill in tests, or to train in slices). With ``pass_step`` the loss is called
+    as ``loss_fn(model, batch, generator, step)``, ``step`` the 0-based index of the optimizer step
+    being taken, for schedules such as increasing penalty weights. See :class:`FitOptions` for the
+    other options and the module docstring for the multi-process behaviour.
 
     Raises ``FileExistsError`` when ``out_dir`` already holds a checkpoint of this phase and
-    ``resume`` is False, and :class:`TrainingDiverged` when the loss becomes NaN or Inf.
+    ``resume`` is False; :class:`~invprob.checkpoint.CheckpointError` when ``resume`` is True and
+    there is none, when the checkpoint is of another architecture (naming the settings that differ)
+    or other options, or when it is already past ``steps``; :class:`TrainingDiverged` when the loss
+    becomes NaN or Inf.
     """
-    opts = FitOptions(**options)
+    opts = parse_options(FitOptions, options, "fit")
+    world = distributed.setup()
+    if world.size > 1:
+        model.to(world.device)
     if len(dataset) < opts.batch_size:
         raise ValueError(f"batch_size: {opts.batch_size} exceeds the dataset size {len(dataset)}")
-    state_dir = Path(out_dir) / f"{opts.phase}-state"
+    if opts.batch_size % world.size:
+        raise ValueError(f"batch_size: expected a multiple of the {world.size} processes, got {opts.batch_size}")
+    directory = state_dir(out_dir, opts.phase)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("params: nothing to optimise (no parameter requires grad)")
     optimizer = torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
     history: dict[str, list] = {"step": [], "loss": [], "val": []}
     step, seconds_before = 0, 0.0
-    if (state_dir / CONFIG_FILE).exists():
+    if has_checkpoint(directory):
         if not resume:
-            raise FileExistsError(f"out_dir: {state_dir} holds a checkpoint; pass resume=True or use another directory")
-        step, history, seconds_before = _restore(state_dir, model, optimizer, opts)
-    model.train()
+            raise FileExistsError(f"out_dir: {directory} holds a checkpoint; pass resume=True or use another directory")
+        step, history, seconds_before = _restore(directory, model, optimizer, opts)
+    elif resume:
+        raise CheckpointError(f"resume: {directory} holds no checkpoint to resume from; start without resume")
     last = opts.steps if stop_after is None else min(opts.steps, step + stop_after)
-    bar = tqdm(total=opts.steps, initial=step, desc=opts.phase, disable=not opts.progress, file=sys.stderr)
-    start = time.perf_counter()
-    while step < last:
-        batch = _batch(dataset, opts, step)
-        generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + step)
-        loss, metrics = loss_fn(model, batch, generator, step) if pass_step else loss_fn(model, batch, generator)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"{opts.phase}: loss became {float(loss.detach())} at step {step}; try a smaller lr or stronger clip_grad"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if opts.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
-        optimizer.step()
-        step += 1
-        _log(history, step, float(loss.detach()), metrics)
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
-        if validate is not None and (step % opts.validate_every == 0 or step == opts.steps):
-            history["val"].append({"step": step, **_validate(model, validate)})
-        if step % opts.checkpoint_every == 0 or step == last:
-            _save(state_dir, model, optimizer, opts, step, history, time.perf_counter() - start, seconds_before)
-    bar.close()
+    if step < last:
+        _train(model, loss_fn, dataset, directory, params, optimizer, opts, world, validate, pass_step, step, last,
+               history, seconds_before)
     model.eval()
     return history
 
 
-def _batch(dataset: Dataset, opts: FitOptions, step: int) -> torch.Tensor:
-    """The batch of step ``step``: a slice of the seeded permutation of its epoch (last partial batch dropped)."""
+def _train(
+    model: nn.Module, loss_fn: LossFn, dataset: Dataset, directory: Path, params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer, opts: FitOptions, world: distributed.World, validate: ValidateFn | None,
+    pass_step: bool, step: int, last: int, history: dict[str, list], seconds_before: float,
+) -> None:
+    """Steps ``step .. last - 1`` (the one place where one process and many differ)."""
+    with distributed.trainable(model, loss_fn, params, pass_step, world) as stepper:
+        if step == 0:
+            stepper.initialize(lambda: _batch(dataset, opts, 0), _generator(opts, 0, 0))
+        model.train()
+        start = time.perf_counter()
+        with progress(opts.steps - step, opts.phase, opts.progress and world.rank == 0) as bar:
+            while step < last:
+                batch = _batch(dataset, opts, step, world)
+                loss, metrics = stepper(batch, _generator(opts, step, world.rank), step)
+                values = world.average({"loss": loss.detach(), **metrics})
+                bad = [r for r, v in enumerate(values.pop("_per_rank_loss")) if not math.isfinite(v)]
+                if bad:
+                    where = f" on rank {', '.join(map(str, bad))} of {world.size}" if world.size > 1 else ""
+                    raise TrainingDiverged(
+                        f"{opts.phase}: loss became {values['loss']} at step {step}{where}; "
+                        "try a smaller lr or stronger clip_grad"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if opts.clip_grad is not None:
+                    torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
+                optimizer.step()
+                step += 1
+                _log(history, step, values)
+                bar.update(1, loss=values["loss"])
+                if validate is not None and (step % opts.validate_every == 0 or step == opts.steps):
+                    history["val"].append({"step": step, **_validate(model, validate)})
+                if step % opts.checkpoint_every == 0 or step == last:
+                    if world.rank == 0:
+                        _save(directory, model, optimizer, opts, step, history, time.perf_counter() - start, seconds_before)
+                    world.barrier()
+
+
+def _generator(opts: FitOptions, step: int, rank: int) -> torch.Generator:
+    """The generator of ``step`` on ``rank`` (rank 0: the single-process seeding)."""
+    return torch.Generator().manual_seed(opts.seed * 1_000_003 + step + rank * 7_777_777_777)
+
+
+def _batch(dataset: Dataset, opts: FitOptions, step: int, world: distributed.World | None = None) -> torch.Tensor:
+    """This rank's rows of the batch of ``step``: a slice of the seeded permutation of its epoch (last partial batch dropped)."""
     per_epoch = len(dataset) // opts.batch_size
     epoch, index = divmod(step, per_epoch)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(opts.seed * 7919 + epoch))
-    return stack_items([dataset[int(i)] for i in order[index * opts.batch_size : (index + 1) * opts.batch_size]])
+    rows = order[index * opts.batch_size : (index + 1) * opts.batch_size]
+    if world is not None and world.size > 1:
+        share = opts.batch_size // world.size
+        rows = rows[world.rank * share : (world.rank + 1) * share]
+    return stack_items([dataset[int(i)] for i in rows])
 
 
 def stack_items(items: Sequence[Any]) -> torch.Tensor:
@@ -144,11 +234,10 @@ def stack_items(items: Sequence[Any]) -> torch.Tensor:
     return torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
 
 
-def _log(history: dict[str, list], step: int, loss: float, metrics: dict[str, float]) -> None:
+def _log(history: dict[str, list], step: int, values: dict[str, float]) -> None:
     history["step"].append(step)
-    history["loss"].append(loss)
-    for key, value in metrics.items():
-        history.setdefault(key, []).append(float(value.detach() if isinstance(value, torch.Tensor) else value))
+    for key, value in values.items():
+        history.setdefault(key, []).append(value)
 
 
 def _validate(model: nn.Module, validate: ValidateFn) -> dict[str, float]:
@@ -159,8 +248,13 @@ def _validate(model: nn.Module, validate: ValidateFn) -> dict[str, float]:
     return metrics
 
 
+def _model_config(model: nn.Module) -> dict[str, Any] | None:
+    config = getattr(model, "config", None)
+    return config() if callable(config) else None
+
+
 def _save(
-    state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, opts: FitOptions, step: int, history: dict,
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, opts: FitOptions, step: int, history: dict,
     seconds: float, seconds_before: float,
 ) -> None:
     """Write the training state; ``seconds`` of this call, plus ``seconds_before`` of earlier calls for the total."""
@@ -170,6 +264,7 @@ def _save(
     config = {
         "format": "invprob-training-state",
         "model_class": type(model).__name__,
+        "model_config": _model_config(model),
         "options": opts.model_dump(),
         "step": step,
         "history": history,
@@ -177,26 +272,49 @@ def _save(
         "seconds_this_call": seconds,
         "seconds": seconds_before + seconds,
     }
-    save_checkpoint(state_dir, tensors, config)
+    save_checkpoint(directory, tensors, config)
 
 
-def _restore(state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, opts: FitOptions) -> tuple[int, dict, float]:
-    """Load a training state into ``model`` and ``optimizer``; return its step, history and seconds so far."""
-    tensors, config = load_checkpoint(state_dir)
+def _restore(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, opts: FitOptions) -> tuple[int, dict, float]:
+    """Load a training state into ``model`` and ``optimizer``; return its step, history and seconds so far.
+
+    A state of the legacy two-file format (written by earlier versions) is accepted without a
+    config checksum: its weights checksum is verified and its options are compared below.
+    """
+    legacy = checkpoint_files(directory)[-1].name == LEGACY_CONFIG_FILE
+    tensors, config = load_checkpoint(directory, allow_unverified=legacy)
+    where = checkpoint_files(directory)[-1]
     if config.get("model_class") != type(model).__name__:
-        raise CheckpointError(f"checkpoint {state_dir}: trains a {config.get('model_class')}, not a {type(model).__name__}")
-    saved = {k: v for k, v in config["options"].items() if k not in ("steps", "progress", "checkpoint_every", "validate_every")}
+        raise CheckpointError(f"checkpoint {where}: trains a {config.get('model_class')}, not a {type(model).__name__}")
+    saved_arch, arch = config.get("model_config"), _model_config(model)
+    if saved_arch is not None and arch is not None and saved_arch != arch:
+        raise CheckpointError(f"checkpoint {where}: another architecture ({_differences(saved_arch, arch)}; saved ≠ now)")
+    saved = {k: v for k, v in config["options"].items() if k not in RESUMABLE_CHANGES}
     current = {k: v for k, v in opts.model_dump().items() if k in saved}
     if saved != current:
-        changed = {k: (saved[k], current[k]) for k in saved if saved[k] != current.get(k)}
-        raise CheckpointError(f"checkpoint {state_dir}: resumed with different options (saved, now): {changed}")
+        raise CheckpointError(f"checkpoint {where}: resumed with other options ({_differences(saved, current)}; saved ≠ now)")
+    step = config.get("step")
+    if not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"checkpoint {where}: invalid step {step!r}")
+    if step > opts.steps:
+        raise CheckpointError(
+            f"steps: the checkpoint {where} is at step {step}, past the requested {opts.steps}; "
+            f"pass at least {step} (a run cannot be shortened after the fact)"
+        )
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(model_state)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {state_dir}: model weights do not fit ({err})") from None
+    problem = state_mismatch(model.state_dict(), model_state)
+    if problem:
+        raise CheckpointError(f"checkpoint {where}: model weights do not fit ({problem})")
+    model.load_state_dict(model_state)
     opt_tensors = {k[len("optimizer") :]: v for k, v in tensors.items() if k.startswith("optimizer")}
-    optimizer.load_state_dict(unflatten_state(opt_tensors, config["optimizer"]))
-    if not math.isfinite(config["step"]) or config["step"] < 0:
-        raise CheckpointError(f"checkpoint {state_dir}: invalid step {config['step']}")
-    return int(config["step"]), config["history"], float(config.get("seconds", config.get("seconds_this_call", 0.0)))
+    try:
+        optimizer.load_state_dict(unflatten_state(opt_tensors, config["optimizer"]))
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {where}: optimizer state does not fit the parameters ({err})") from None
+    return step, config["history"], float(config.get("seconds", config.get("seconds_this_call", 0.0)))
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    """``"latent_dim 16 ≠ 32, lr 0.001 ≠ 0.5"`` for the keys whose values differ."""
+    keys = sorted(set(saved) | set(now), key=str)
+    return ", ".join(f"{k} {saved.get(k, '(unset)')} ≠ {now.get(k, '(unset)')}" for k in keys if saved.get(k) != now.get(k))

@@ -1,19 +1,29 @@
 """Training noisy injective flows (:class:`~invprob.priors.nif.NIF`) by maximising the eq. 7 bound.
 
-Same machinery and output as :func:`invprob.training.train_flow`: :func:`invprob.training.fit`
-with atomic, resumable checkpoints under ``out_dir/nif-state/``, then the prior written to
-``out_dir`` (load it with :func:`invprob.priors.load_prior_file`).
+Same machinery and output as :func:`invprob.training.train_flow`: the trainer base
+(:func:`~invprob.training.common.run_phases`) with atomic, resumable checkpoints under
+``out_dir/nif-state/``, then the prior written to ``out_dir`` (load it with
+:func:`invprob.priors.load_prior_file`).
 
-Example::
+References:
+    Cunningham, Cobb, Jha (2022), "Principal Component Flows"; Cunningham, Fiterau (2021),
+    "A change of variables method for rectangular matrix-vector products" (noisy injective flows
+    and their lower bound, eq. 7).
 
-    prior = NIF((1, 32, 32), 32)
-    report = train_nif(prior, load_dataset("digits", "train"), "runs/nif-digits", steps=12000)
+Example:
+    >>> import tempfile, torch
+    >>> from invprob.priors import NIF
+    >>> prior = NIF((1, 8, 8), 4, n_scales=1, hidden=4)
+    >>> images = torch.rand(16, 1, 8, 8) * 2 - 1
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     report = train_nif(prior, images, tmp, steps=2, batch_size=8, progress=False)
+    >>> report["finished"], sorted(report["metrics"])
+    (True, ['bits_per_dim'])
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import torch
@@ -21,8 +31,7 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from ..priors.nif import NIF, nif_loss
-from .common import DequantisedOptions, bits_per_dim_validator, dequantise, finish, fit_options, validation_batch
-from .loop import fit
+from .common import DequantisedOptions, Phase, bits_per_dim_validator, dequantise, prepare, run_phases
 
 
 class NIFTrainOptions(DequantisedOptions):
@@ -51,11 +60,7 @@ def train_nif(
     default the training set) reports ``bits_per_dim`` of the bound. ``stop_after`` ends the call
     early without saving (``finished=False``). See :class:`NIFTrainOptions`.
     """
-    opts = NIFTrainOptions(**options)
-    if not isinstance(prior, NIF):
-        raise TypeError(f"prior: expected a NIF, got {type(prior).__name__}")
-    start = time.perf_counter()
-    val = validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
+    opts, val = prepare(prior, NIF, NIFTrainOptions, options, dataset, val_dataset, "train_nif")
 
     def loss_fn(model: NIF, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         # noise added in the dataset's dtype, before the move to the model (unlike train_flow)
@@ -63,12 +68,7 @@ def train_nif(
         return nif_loss(model, noisy, generator, opts.n_samples)
 
     validate = bits_per_dim_validator(val, opts)
-    history = fit(
-        prior, loss_fn, dataset, out_dir, validate=validate, resume=resume, stop_after=stop_after,
-        steps=opts.steps, lr=opts.lr, phase="nif", **fit_options(opts),
+    return run_phases(
+        prior, dataset, out_dir, [Phase("nif", loss_fn, opts.steps, opts.lr, validate)], trainer="train_nif", opts=opts,
+        resume=resume, stop_after=stop_after, command=command, final_metrics=validate,
     )
-    if history["step"][-1] < opts.steps:
-        return {"finished": False, "nif": history}
-    with torch.no_grad():
-        metrics = validate(prior.eval())
-    return finish(prior, out_dir, "train_nif", opts, metrics, {"nif": history}, start, command)

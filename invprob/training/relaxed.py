@@ -1,21 +1,22 @@
 """Training relaxed injective flows (:class:`~invprob.priors.relaxed.RelaxedInjectiveFlow`).
 
-One :func:`invprob.training.fit` phase (``"injflow"``) minimises eq. 9 or eq. 10 of the
-relaxed-flow paper with the penalty weights increased every step,
-``mu = mu_in = 1 + step**nu / 1000`` (paper sec. 4, ``nu`` in {1, 1.3}); then a latent density
-is fitted to the encoded training set (sec. 2.2.1) and the prior is written to ``out_dir`` like
-the other priors (atomic, resumable checkpoints under ``out_dir/injflow-state/``).
+One phase (``"injflow"``) of the trainer base (:func:`~invprob.training.common.run_phases`)
+minimises eq. 9 or eq. 10 with the penalty weights increased every step,
+``mu = mu_in = 1 + step**nu / 1000`` (sec. 4, ``nu`` in {1, 1.3}); then a latent density is
+fitted to the encoded training set (sec. 2.2.1) and the prior is written to ``out_dir`` like the
+other priors (atomic, resumable checkpoints under ``out_dir/injflow-state/``).
 
-Example::
+References:
+    Kumar, Poole, Murphy (2020), "Regularized Autoencoders via Relaxed Injective Probability Flow".
 
-    prior = RelaxedInjectiveFlow((1, 32, 32), 32, channels=(32, 64, 128))
-    report = train_relaxed_flow(prior, load_dataset("digits", "train"), "runs/injflow-digits", steps=15000)
+Example:
+    >>> penalty_weight(1000, 1.0)
+    2.0
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Literal
 
 import torch
@@ -24,8 +25,8 @@ from torch.utils.data import Dataset
 
 from .._checks import check_int
 from ..priors.relaxed import Objective, RelaxedInjectiveFlow, injflow_loss
-from .common import SinglePhaseOptions, finish, fit_options, relative_error, validation_batch
-from .loop import fit, stack_items
+from .common import Phase, SinglePhaseOptions, mean_relative_error, prepare, run_phases
+from .loop import stack_items
 
 
 class RelaxedTrainOptions(SinglePhaseOptions):
@@ -81,11 +82,7 @@ def train_relaxed_flow(
     ``latent_nll`` (mean ``-log p_z(h(x)) / d`` under the post-fit density). ``stop_after`` ends
     the call early without saving (``finished=False``). See :class:`RelaxedTrainOptions`.
     """
-    opts = RelaxedTrainOptions(**options)
-    if not isinstance(prior, RelaxedInjectiveFlow):
-        raise TypeError(f"prior: expected a RelaxedInjectiveFlow, got {type(prior).__name__}")
-    start = time.perf_counter()
-    val = validation_batch(val_dataset if val_dataset is not None else dataset, prior, opts.n_val)
+    opts, val = prepare(prior, RelaxedInjectiveFlow, RelaxedTrainOptions, options, dataset, val_dataset, "train_relaxed_flow")
 
     def loss_fn(
         model: RelaxedInjectiveFlow, batch: torch.Tensor, generator: torch.Generator, step: int
@@ -97,16 +94,17 @@ def train_relaxed_flow(
         )
 
     def validate(model: RelaxedInjectiveFlow) -> dict[str, float]:
-        return {"rel_error": relative_error(val, model.decoder(model.amortised_encode(val)))}
+        return {"rel_error": mean_relative_error(val, model.decoder(model.amortised_encode(val)))}
 
-    history = fit(
-        prior, loss_fn, dataset, out_dir, validate=validate, resume=resume, stop_after=stop_after, pass_step=True,
-        steps=opts.steps, lr=opts.lr, phase="injflow", **fit_options(opts),
+    def fit_density() -> None:
+        prior.fit_latent_density(encode_dataset(prior, dataset), opts.density, opts.n_components, opts.density_seed)
+
+    def final_metrics(model: RelaxedInjectiveFlow) -> dict[str, float]:
+        latent_nll = -model.latent_log_prob(model.amortised_encode(val)).mean() / model.latent_dim
+        return {**validate(model), "latent_nll": float(latent_nll)}
+
+    phase = Phase("injflow", loss_fn, opts.steps, opts.lr, validate, pass_step=True)
+    return run_phases(
+        prior, dataset, out_dir, [phase], trainer="train_relaxed_flow", opts=opts, resume=resume, stop_after=stop_after,
+        command=command, final_metrics=final_metrics, after_training=fit_density,
     )
-    if history["step"][-1] < opts.steps:
-        return {"finished": False, "injflow": history}
-    prior.eval().fit_latent_density(encode_dataset(prior, dataset), opts.density, opts.n_components, opts.density_seed)
-    with torch.no_grad():
-        latent_nll = -prior.latent_log_prob(prior.amortised_encode(val)).mean() / prior.latent_dim
-        metrics = {**validate(prior), "latent_nll": float(latent_nll)}
-    return finish(prior, out_dir, "train_relaxed_flow", opts, metrics, {"injflow": history}, start, command)
