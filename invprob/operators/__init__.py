@@ -1,4 +1,13 @@
-"""Forward operators: one interface (:class:`LinearOperator`) for every measurement process."""
+"""Forward operators: one interface (:class:`LinearOperator`) for every measurement process.
+
+Example:
+    >>> import torch
+    >>> from invprob.operators import RandomGaussian, add_noise, check_adjoint
+    >>> op = RandomGaussian((1, 8, 8), m=20, seed=0)
+    >>> y, sigma = add_noise(op(torch.rand(2, 1, 8, 8)), snr_db=30, generator=torch.Generator().manual_seed(0))
+    >>> op.pinv(y).shape, check_adjoint(op).relative_error < 1e-12
+    (torch.Size([2, 1, 8, 8]), True)
+"""
 
 from .base import Composition, LinearOperator, Operator, Scaled, cgls
 from .checks import AdjointReport, check_adjoint

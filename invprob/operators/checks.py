@@ -17,6 +17,12 @@ class AdjointReport:
     ``relative_error`` is ``max |<Ax, y> - <x, A^T y>| / (||A|| ||x|| ||y||)`` over the trials;
     ``scale`` is the least-squares factor ``c`` in ``A^T_op ≈ c A^T`` (1 for an exact adjoint);
     ``scaled_error`` is the relative error left once that factor is divided out.
+
+    Example:
+        >>> from invprob.operators import Identity
+        >>> report = check_adjoint(Identity((4,)))
+        >>> report.relative_error, report.scale, report.is_scaled
+        (0.0, 1.0, False)
     """
 
     relative_error: float

@@ -9,7 +9,14 @@ from .base import LinearOperator
 
 
 class Identity(LinearOperator):
-    """``A x = x``: denoising. Adjoint and pseudo-inverse are the identity too."""
+    """``A x = x``: denoising, ``y = x + noise``. Adjoint and pseudo-inverse are the identity too.
+
+    Example:
+        >>> op = Identity((1, 2, 2))
+        >>> x = torch.arange(4.0).reshape(1, 1, 2, 2)
+        >>> torch.equal(op(x), x), torch.equal(op.pinv(x), x), op.norm()
+        (True, True, 1.0)
+    """
 
     def __init__(self, in_shape: tuple[int, ...]) -> None:
         in_shape = as_shape(in_shape, "in_shape")

@@ -123,6 +123,9 @@ class HalfMask(_Mask):
     ``side="bottom"`` zeroes rows ``H // 2 .. H - 1`` (the top half is observed), ``"top"`` rows
     ``0 .. H // 2 - 1``; ``"right"`` and ``"left"`` the same for columns.
 
+    References: J. Whang, E. Lindgren, A. G. Dimakis (2021), "Composing Normalizing Flows for
+    Inverse Problems" (inpainting from the observed upper half).
+
     Example:
         >>> op = HalfMask((1, 4, 4), "bottom")
         >>> op(torch.ones(1, 1, 4, 4))[0, 0].sum(dim=1).tolist()

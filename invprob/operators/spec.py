@@ -39,7 +39,13 @@ Number = int | float
 
 @dataclass(frozen=True)
 class OperatorKind:
-    """One kind of the spec language: its parameter's type, range and default, and a builder."""
+    """One kind of the spec language: its parameter's type, range and default, and a builder.
+
+    Example:
+        >>> kind = OPERATOR_KINDS["keep"]
+        >>> kind.usage, kind.default, kind.valid(0.15), kind.valid(0.0)
+        ('keep:P', 0.15, True, False)
+    """
 
     name: str
     param: str | None
@@ -112,7 +118,13 @@ def _valid_kinds() -> str:
 @dataclass(frozen=True)
 class OperatorSpec:
     """A parsed operator spec such as ``gauss:250``: ``kind``, its parameter (``None`` when
-    omitted: the kind's default) and the ``text`` it was read from."""
+    omitted: the kind's default) and the ``text`` it was read from.
+
+    Example:
+        >>> spec = parse_operator("drop")
+        >>> spec.kind, spec.value, spec.parameter, spec.canonical
+        ('drop', None, 0.15, 'randmask:0.15')
+    """
 
     kind: str
     value: Number | None

@@ -39,7 +39,11 @@ def astra_matrix(geom: ParallelGeometry) -> sp.csr_matrix:
 
 
 class AstraBackend(SparseMatrixBackend):
-    """``"astra"``: astra's matrix on CPU, astra's CUDA projectors on CUDA tensors (see the module)."""
+    """``"astra"``: astra's matrix on CPU, astra's CUDA projectors on CUDA tensors (see the module).
+
+    Used through ``LimitedAngleCT(in_shape, backend="astra")`` (it needs astra-toolbox, so it has
+    no doctest here; ``tests/test_ct.py`` compares it with ``"matrix"`` where astra is installed).
+    """
 
     name = "astra"
 

@@ -17,7 +17,19 @@ from .geometry import ParallelGeometry
 
 class RadonBackend:
     """Interface: ``project`` maps images ``(K, N, N)`` to sinograms ``(K, A, D)``; ``backproject``
-    is its exact transpose. Neither needs to track gradients (the operator wraps them)."""
+    is its exact transpose. Neither needs to track gradients (the operator wraps them).
+
+    Example:
+        >>> class ColumnSums(RadonBackend):   # the single angle 0: sum down each column
+        ...     name = "column-sums"
+        ...     def project(self, x):
+        ...         return x.sum(-2, keepdim=True)
+        ...     def backproject(self, y):
+        ...         return y.expand(-1, self.geom.size, -1)
+        >>> backend = ColumnSums(ParallelGeometry(3, (0.0,), 3))
+        >>> backend.project(torch.ones(1, 3, 3)).tolist()
+        [[[3.0, 3.0, 3.0]]]
+    """
 
     name = "base"
 
@@ -64,5 +76,10 @@ def linear_apply(x: torch.Tensor, f: Callable, g: Callable) -> torch.Tensor:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The floating dtype a back-end computes in: ``dtype`` itself for float32/64, else float32."""
+    """The floating dtype a back-end computes in: ``dtype`` itself for float32/64, else float32.
+
+    Example:
+        >>> compute_dtype(torch.float64), compute_dtype(torch.float16)
+        (torch.float64, torch.float32)
+    """
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32

@@ -45,6 +45,13 @@ class SparseMatrixBackend(RadonBackend):
     """Applies a stored ``A`` and ``A^T`` (scipy CSR) as torch sparse CSR products.
 
     Torch copies are made on first use for each ``(device, dtype)`` and kept.
+
+    Example:
+        >>> geom = ParallelGeometry(2, (0.0,), 2)
+        >>> a = sp.csr_matrix(np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]))  # column sums
+        >>> backend = SparseMatrixBackend(geom, a, a.T.tocsr())
+        >>> backend.project(torch.ones(1, 2, 2)).tolist(), backend.backproject(torch.ones(1, 1, 2)).shape
+        ([[[2.0, 2.0]]], torch.Size([1, 2, 2]))
     """
 
     def __init__(self, geom: ParallelGeometry, matrix: sp.csr_matrix, matrix_t: sp.csr_matrix) -> None:

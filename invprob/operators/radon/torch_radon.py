@@ -23,7 +23,11 @@ from .geometry import ParallelGeometry
 
 
 class TorchRadonBackend(RadonBackend):
-    """``"torch-radon"``: projection and back-projection by torch-radon (see the module)."""
+    """``"torch-radon"``: projection and back-projection by torch-radon (see the module).
+
+    Used through ``LimitedAngleCT(in_shape, backend="torch-radon")`` (it needs the CUDA-only
+    package, so it has no doctest here; ``tests/test_ct.py`` runs it against a stand-in).
+    """
 
     name = "torch-radon"
 
