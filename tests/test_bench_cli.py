@@ -1,6 +1,10 @@
 """The benchmark runner (resumable grid, tables, figure) and the command line."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,9 +50,15 @@ def test_parse_operators():
 
 
 def test_parse_methods_and_options():
-    assert bench.parse_methods("pinv, tv") == ["pinv", "tv"]
-    with pytest.raises(ValueError, match="unknown method 'nope'; valid: .*pinv"):
+    assert [s.text for s in bench.parse_methods("pinv, tv")] == ["pinv", "tv"]
+    specs = bench.parse_methods("dip, dip-prior=dip")
+    assert [(s.label, s.method) for s in specs] == [("dip", "dip"), ("dip-prior", "dip")]
+    with pytest.raises(ValueError, match="unknown method 'nope' in 'pinv' *|unknown method 'nope'.*valid: .*pinv"):
         bench.parse_methods("pinv,nope")
+    with pytest.raises(ValueError, match="name of another method"):
+        bench.parse_methods("csgm=dip")
+    with pytest.raises(ValueError, match="twice"):
+        bench.parse_methods("dip,dip=dip")
     assert bench.parse_option("csgm.restarts=3") == ("csgm", "restarts", 3)
     assert bench.parse_option("iflow.optimizer=adam") == ("iflow", "optimizer", "adam")
     with pytest.raises(ValueError, match="method.key=value"):
@@ -56,24 +66,31 @@ def test_parse_methods_and_options():
 
 
 def test_tiny_benchmark_writes_tables_csv_and_figure(tmp_path, pca_prior_dir):
-    summary = _run(tmp_path, pca_prior_dir)
+    result = _run(tmp_path, pca_prior_dir)
+    summary = result.summary
+    assert result.complete and [p.name for p in result.written] == ["tables.md", "results.csv", "examples.png"]
     for name in ("results.jsonl", "results.csv", "tables.md", "examples.png", "bench_config.json"):
         assert (tmp_path / name).is_file(), name
     tables = (tmp_path / "tables.md").read_text()
     assert "| gauss:100 |" in tables and "| sr:4 |" in tables and "SSIM" in tables and "Seconds per image" in tables
+    assert "PSNR (dB, images in [0, 1])" in tables
     assert "machine:" in tables and "seed: 0" in tables
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(records) == 2 * 2 * 2
     mean, _, count = summary["snr"]["sr:4"]["pinv"]
     assert count == 2 and mean > 5  # replication of 4x4 block averages of enlarged digits is decent
+    seconds = [r["seconds"] for r in records if r["method"] == "tv"]
+    assert len(set(seconds)) == len(seconds)  # each image timed on its own, not a batch time split evenly
+    psnr = summary["psnr"]["sr:4"]["pinv"][0]
+    assert mean < psnr < mean + 10  # peak 1 on [0, 1] vs the energy of mostly-black [-1, 1] digits: ~7 dB above
 
 
 def test_interrupted_benchmark_resumes_without_recomputing(tmp_path, pca_prior_dir):
-    full = _run(tmp_path / "full", pca_prior_dir)
+    full = _run(tmp_path / "full", pca_prior_dir).summary
     _run(tmp_path / "cut", pca_prior_dir, stop_after=3)
     first = (tmp_path / "cut" / "results.jsonl").read_text().splitlines()
     assert len(first) == 3
-    resumed = _run(tmp_path / "cut", pca_prior_dir)
+    resumed = _run(tmp_path / "cut", pca_prior_dir).summary
     lines = (tmp_path / "cut" / "results.jsonl").read_text().splitlines()
     assert lines[:3] == first and len(lines) == 8
     for op_text in ("gauss:100", "sr:4"):
@@ -138,4 +155,199 @@ def test_cli_train_and_resume(tmp_path, capsys):
 def test_benchmark_runs_samplers_with_the_known_noise_level(tmp_path, pca_prior_dir):
     summary = _run(tmp_path, pca_prior_dir, operators="gauss:100", methods="pinv,langevin",
                    method_options={"langevin": {"n_samples": 3, "burn_in": 3, "n_chains": 2, "step_size": 1e-3}})
-    assert summary["snr"]["gauss:100"]["langevin"][2] == 2
+    assert summary.summary["snr"]["gauss:100"]["langevin"][2] == 2
+
+
+# --- one run directory, many runs: lock, torn tail, duplicates (issue 15, defects 3 and 4) ---------------------
+
+REPO = Path(__file__).resolve().parents[1]
+CELLS = 2 * 2 * 2  # operators x methods x images of _cli_args
+
+
+def _cli_args(out, prior_dir, *extra):
+    return ["bench", "--out", str(out), "--prior", str(prior_dir), "--n-images", "2", "--operators", "gauss:100,sr:4",
+            "--methods", "pinv,tv", "--opt", "tv.iterations=200", "--quiet", *extra]
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _assert_complete_and_clean(out):
+    keys = [(r["operator"], r["method"], r["image"]) for r in _rows(out)]
+    assert len(keys) == len(set(keys)) == CELLS
+    for name in ("tables.md", "results.csv", "examples.png"):
+        assert (out / name).is_file(), name
+    csv_rows = [line for line in (out / "results.csv").read_text().splitlines() if line and not line.startswith("#")]
+    assert len(csv_rows) == 1 + CELLS
+
+
+def test_concurrent_runs_on_one_out_dir_never_corrupt_it(tmp_path, pca_prior_dir):
+    """Two real processes started together on one --out: no duplicated rows, tables written, honest messages."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "invprob", *_cli_args(tmp_path, pca_prior_dir)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=280) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert 0 in codes, outputs
+    for code, (stdout, stderr) in zip(codes, outputs):
+        if code == 0:
+            assert "written to" in stdout
+        else:  # the run that found the directory locked says so and claims nothing
+            assert code == 1 and "in use by another invprob bench run" in stderr and "written" not in stdout, (stdout, stderr)
+    _assert_complete_and_clean(tmp_path)
+
+
+def test_a_held_lock_stops_a_second_run_with_a_clear_message(tmp_path, pca_prior_dir, capsys):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); "
+         "lock.acquire(); print('held', flush=True); time.sleep(120)", str(tmp_path / ".bench.lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(_cli_args(tmp_path, pca_prior_dir)) == 1
+        err = capsys.readouterr().err
+        assert "in use by another invprob bench run" in err and ".bench.lock" in err
+        assert not (tmp_path / "results.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(_cli_args(tmp_path, pca_prior_dir)) == 0  # the lock is gone with its holder
+    _assert_complete_and_clean(tmp_path)
+
+
+def test_a_torn_last_line_is_recovered_by_the_first_rerun(tmp_path, pca_prior_dir, capsys):
+    assert main(_cli_args(tmp_path, pca_prior_dir)) == 0
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    (tmp_path / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # killed mid-write
+    for name in ("tables.md", "results.csv", "examples.png"):
+        (tmp_path / name).unlink()
+    capsys.readouterr()
+    assert main(_cli_args(tmp_path, pca_prior_dir)) == 0
+    assert "written to" in capsys.readouterr().out
+    _assert_complete_and_clean(tmp_path)
+    again = {(r["operator"], r["method"], r["image"]): r for r in _rows(tmp_path)}
+    recomputed = again[(last["operator"], last["method"], last["image"])]
+    assert recomputed["snr"] == pytest.approx(last["snr"], rel=1e-6)
+    tables = (tmp_path / "tables.md").read_text()
+    assert "± " in tables and "| sr:4 |" in tables
+
+
+@pytest.mark.parametrize("extra", [[], ["--force"]])
+def test_duplicated_and_torn_rows_are_repaired_last_complete_row_wins(tmp_path, pca_prior_dir, capsys, extra):
+    assert main(_cli_args(tmp_path, pca_prior_dir)) == 0
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    edited = {**json.loads(lines[0]), "snr": 99.0}
+    # what two unlocked runs left behind: every row twice, a torn row in the middle; then a later row for cell 0
+    corrupt = lines + ['{"operator": "gauss:100", "met'] + lines + [json.dumps(edited), '{"operator": "sr:4"']
+    (tmp_path / "results.jsonl").write_text("\n".join(corrupt) + "\n")
+    (tmp_path / "tables.md").unlink()
+    capsys.readouterr()
+    assert main(_cli_args(tmp_path, pca_prior_dir, *extra)) == 0
+    assert "written to" in capsys.readouterr().out
+    _assert_complete_and_clean(tmp_path)
+    rows = {(r["operator"], r["method"], r["image"]): r for r in _rows(tmp_path)}
+    assert rows[(edited["operator"], edited["method"], edited["image"])]["snr"] == 99.0
+
+
+def test_nothing_is_claimed_written_when_it_was_not(tmp_path, pca_prior_dir, capsys, monkeypatch):
+    assert main(_cli_args(tmp_path, pca_prior_dir)) == 0
+    capsys.readouterr()
+
+    def broken_figure(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(bench, "_figure", broken_figure)
+    assert main(_cli_args(tmp_path, pca_prior_dir)) == 1
+    captured = capsys.readouterr()
+    assert "written" not in captured.out and "No space left on device" in captured.err
+    assert not (tmp_path / "examples.png").exists()  # the old figure is not passed off as this run's
+    monkeypatch.undo()
+    result = _run(tmp_path / "cut", pca_prior_dir, stop_after=3)
+    assert not result.complete and result.written == [] and result.cells_done == 3
+    assert not (tmp_path / "cut" / "tables.md").exists()
+
+
+# --- errors: one line naming the argument, what was expected, what was received --------------------------------
+
+CLI_ERRORS = [
+    # (argv after "bench" with {out}, {prior}, {file} filled in, exit code, words the message must contain)
+    (["--out", "{out}", "--prior", "{prior}", "--device", "banana"], 1, ["--device", "banana", "cpu"]),
+    (["--out", "{file}", "--prior", "no-such-prior"], 1, ["--out", "is a file", "directory"]),
+    (["--out", "{out}", "--prior", "{prior}", "--methods", "pinv,tv", "--opt", "tv.iterationz=3"], 1,
+     ["iterationz", "valid options", "iterations"]),
+    (["--out", "{out}", "--prior", "{prior}", "--methods", "pinv,tv", "--opt", "tv.iterations=abc"], 1, ["tv", "iterations", "integer"]),
+    (["--out", "{out}", "--prior", "{prior}", "--methods", "pinv", "--opt", "csgm.restarts=3"], 1, ["csgm", "not among the methods"]),
+    (["--out", "{out}", "--prior", "{prior}", "--opt", "restarts=3"], 1, ["method.key=value", "restarts=3"]),
+    (["--out", "{out}", "--prior", "{prior}", "--methods", "pinv,nope"], 1, ["unknown method 'nope'", "valid", "pinv"]),
+    (["--out", "{out}", "--prior", "{prior}", "--methods", "csgm=dip"], 1, ["label", "csgm", "another method"]),
+    (["--out", "{out}", "--prior", "{prior}", "--operators", "blur:3"], 1, ["unknown operator 'blur'", "gauss"]),
+    (["--out", "{out}", "--prior", "{prior}", "--n-images", "0"], 1, ["n_images", "0"]),
+    (["--out", "{out}", "--prior", "{prior}", "--snr", "nan"], 1, ["snr_db", "finite", "nan"]),
+    (["--out", "{out}", "--preset", "nope"], 2, ["--preset", "invalid choice", "table3"]),
+    (["--out", "{out}", "--prior", "no-such-prior"], 1, ["prior", "no-such-prior", "trumpet-digits"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "words"), CLI_ERRORS, ids=[" ".join(a[2:]) for a, _, _ in CLI_ERRORS])
+def test_cli_error_table(tmp_path, pca_prior_dir, capsys, argv, code, words):
+    (tmp_path / "file").write_text("not a directory")
+    fill = {"{out}": str(tmp_path / "out"), "{prior}": str(pca_prior_dir), "{file}": str(tmp_path / "file")}
+    argv = ["bench", *(fill.get(a, a) for a in argv)]
+    if code == 2:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    else:
+        assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and "pydantic" not in err and "Extra inputs" not in err
+    if code == 1:
+        assert err.count("\n") == 0, err
+    for word in words:
+        assert word in err, (word, err)
+    assert not (tmp_path / "out" / "results.jsonl").exists()  # refused before any work
+
+
+def test_debug_is_accepted_after_the_subcommand(tmp_path, pca_prior_dir):
+    with pytest.raises(ValueError, match="unknown operator"):
+        main(["bench", "--debug", "--out", str(tmp_path), "--prior", str(pca_prior_dir), "--operators", "blur:3"])
+    assert main(["bench", "--out", str(tmp_path), "--prior", str(pca_prior_dir), "--operators", "blur:3"]) == 1
+
+
+def _folder(path, n, bad=None):
+    from invprob.data import write_image
+
+    path.mkdir()
+    for i in range(n):
+        write_image(path / f"{i}.png", torch.zeros(1, 8, 8))
+    if bad is not None:
+        (path / bad).write_text("a text file, not an image")
+    return path
+
+
+DATA_ERRORS = [
+    # (call on a temporary folder, exception, words the message must contain)
+    (lambda d: load_dataset("folder", path=_folder(d, 2, bad="notes.png"), split="all"), ValueError,
+     ["notes.png", "PNG", "does not start like one"]),
+    (lambda d: load_dataset("folder", path=_folder(d, 2, bad="photo.jpg"), split="all"), ValueError, ["photo.jpg", "JPEG"]),
+    (lambda d: load_dataset("folder", path=_folder(d, 3), split="test"), ValueError, ["split", "'test'", "empty", "3 images", "all"]),
+    (lambda d: load_dataset("folder", path=d / "missing"), FileNotFoundError, ["path", "missing", "not a directory"]),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "words"), DATA_ERRORS, ids=["text-as-png", "text-as-jpg", "empty-split", "no-dir"])
+def test_data_error_table(tmp_path, call, error, words):
+    with pytest.raises(error) as info:
+        call(tmp_path / "images")
+    message = str(info.value)
+    assert message.count("\n") == 0
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_folder_of_three_images_keeps_them_all_in_train_and_all(tmp_path):
+    folder = _folder(tmp_path / "images", 3)
+    assert len(load_dataset("folder", path=folder, split="train")) == 3
+    assert len(load_dataset("folder", path=folder, split="all")) == 3

@@ -1,15 +1,25 @@
 """One-command benchmark: every chosen method on every chosen operator, same images, same noise.
 
-:func:`run` evaluates the grid ``operators x methods x images``. Each finished cell is appended to
-``results.jsonl`` in the output directory as soon as it is computed (the images of one
-(operator, method) pair are solved together as a batch), so an interrupted run loses at most the
-pair in progress; re-running with the same directory and configuration skips every
-finished cell. A directory holding results of another configuration is refused unless
-``force=True`` (which discards them). At the end the run writes ``results.csv``, ``tables.md``
-(SNR, SSIM and seconds per image, mean ± std) and ``examples.png`` (one image per operator: truth,
-``A^+ y`` and every method).
+:func:`run` evaluates the grid ``operators x methods x images`` one image at a time, so that each
+image's seconds are its own. Each finished cell is appended to ``results.jsonl`` in the output
+directory as soon as it is computed, so an interrupted run loses at most the cell in progress;
+re-running with the same directory and configuration skips every finished cell. The directory
+is locked while a run uses it: a second run on the same directory stops with a message naming
+the lock. Reading the results keeps, for each cell, its last complete row (a line cut short by a
+kill, or rows written twice, are dropped and the file is rewritten clean). A directory holding
+results of another configuration is refused unless ``force=True`` (which discards them). When
+every cell is done the run writes ``results.csv``, ``tables.md`` (SNR, PSNR on images in
+``[0, 1]``, SSIM and seconds per image, mean ± std) and ``examples.png`` (one image per
+operator: truth, ``A^+ y`` and every method).
 
-Operator specs are compact strings: ``gauss:250,randmask:0.15,sr:4,block:12,ct:30``.
+Operator specs are compact strings: ``gauss:250,randmask:0.15,sr:4,block:12,ct:30``. Method specs
+are names, or ``label=method`` to run one method under several settings, with the options keyed by
+label: ``methods="dip,dip-prior=dip"``, ``method_options={"dip-prior": {"network": "prior"}}``.
+
+Named presets (:data:`PRESETS`, ``preset=`` / ``invprob bench --preset``) fix a whole protocol;
+explicit arguments override it. ``table3`` is the MNIST protocol of Table 3 of Kothari, Khorashadizadeh,
+de Hoop and Dokmanić (2021), "Trumpets: Injective Flows for Inference and Inverse Problems"; its
+``tables.md`` also lists the paper's SNRs beside the measured ones.
 """
 
 from __future__ import annotations
@@ -19,22 +29,29 @@ import datetime
 import io
 import json
 import math
+import os
 import platform
+import re
+import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..operators import LinearOperator, add_noise
 from ..operators.spec import OperatorSpec, parse_operators
 from ..checkpoint import atomic_write
+from .presets import DEFAULTS, MAP_METHODS, PRESETS, TABLE3_PAPER, Preset  # noqa: F401  (re-exported)
 
 RESULTS = "results.jsonl"
 CONFIG = "bench_config.json"
-MAP_METHODS = ("pinv", "tv", "csgm", "dip", "iflow", "iflow-l")
+LOCK = ".bench.lock"
+OUTPUTS = ("tables.md", "results.csv", "examples.png")
 
 #: Iteration budgets of the MAP methods in the benchmark and the demo: each method's defaults with
 #: fewer iterations, so that the default grid (10 digits x 4 operators x 6 methods) runs in minutes
@@ -47,25 +64,49 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "iflow-l": {"iterations": 150},
 }
 
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 
-def parse_methods(spec: str | list[str]) -> list[str]:
-    """Parse ``"pinv,iflow-l"`` (or a list) and check each name against the registry."""
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method under a column label: ``csgm`` or ``dip-prior=dip`` (label ``dip-prior``, method ``dip``)."""
+
+    label: str
+    method: str
+
+    @property
+    def text(self) -> str:
+        """The spec as written: the label alone when it is the method's name."""
+        return self.label if self.label == self.method else f"{self.label}={self.method}"
+
+
+def parse_methods(spec: str | list[str]) -> list[MethodSpec]:
+    """Parse ``"pinv,iflow-l,dip-prior=dip"`` (or a list) and check each method against the registry."""
     from ..solvers import list_methods
 
-    names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
-    if not names:
-        raise ValueError("methods: expected at least one method name")
+    items = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
+    if not items:
+        raise ValueError(f"methods: expected at least one method name, got {spec!r}")
     valid = list_methods()
-    for name in names:
-        if name not in valid:
-            raise ValueError(f"methods: unknown method {name!r}; valid: {', '.join(valid)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"methods: {spec!r} lists a method twice")
-    return names
+    out = []
+    for item in items:
+        label, sep, method = (part.strip() for part in item.partition("="))
+        method = method if sep else label
+        if method not in valid:
+            raise ValueError(f"methods: unknown method {method!r} in {item!r}; valid: {', '.join(valid)}")
+        if not _LABEL.match(label):
+            raise ValueError(f"methods: label {label!r} in {item!r} must be letters, digits, '-' or '_'")
+        if label != method and label in valid:
+            raise ValueError(f"methods: label {label!r} in {item!r} is the name of another method; choose another label")
+        out.append(MethodSpec(label, method))
+    labels = [m.label for m in out]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"methods: {spec!r} lists a method (label) twice")
+    return out
 
 
 def parse_option(text: str) -> tuple[str, str, Any]:
-    """Parse a per-method option ``method.key=value`` (value read as JSON, else kept as a string)."""
+    """Parse a per-method option ``label.key=value`` (value read as JSON, else kept as a string)."""
     target, sep, raw = text.partition("=")
     method, dot, key = target.partition(".")
     if not sep or not dot or not method or not key:
@@ -77,78 +118,232 @@ def parse_option(text: str) -> tuple[str, str, Any]:
     return method, key, value
 
 
+def check_method_options(specs: list[MethodSpec], options: dict[str, dict[str, Any]]) -> None:
+    """Raise ``ValueError`` for options of an unknown label, unknown keys (listing the valid ones) or bad values."""
+    from ..solvers import make_options
+    from ..solvers.base import options_model
+
+    by_label = {s.label: s for s in specs}
+    for label, values in options.items():
+        if label not in by_label:
+            raise ValueError(f"method_options: options given for {label!r}, which is not among the methods {list(by_label)}")
+        method = by_label[label].method
+        fields = options_model(method).model_fields
+        valid = ", ".join(f"{k} (default {f.default!r})" if not f.is_required() else k for k, f in fields.items())
+        for key in values:
+            if key not in fields:
+                raise ValueError(f"method_options: {label} ({method}) has no option {key!r}; valid options: {valid}")
+        trial = dict(values)
+        if "sigma" in fields and "sigma" not in trial:
+            trial["sigma"] = 1.0  # the benchmark passes the known noise level
+        make_options(method, **trial)
+
+
+def resolve_config(
+    preset: str | None = None, *, method_options: dict[str, dict[str, Any]] | None = None, seed: int = 0, **settings: Any
+) -> dict[str, Any]:
+    """The run's configuration: :data:`DEFAULTS`, then the preset's settings, then the ``settings`` not None.
+
+    ``settings`` are the keys of :data:`DEFAULTS` (``prior``, ``dataset``, ``split``, ``n_images``,
+    ``operators``, ``methods``, ``snr_db``), as in :func:`run`.
+
+    Everything is checked here, before any work: the operator and method specs, the options of each
+    method label (unknown keys are listed with the valid ones), ``n_images`` and ``snr_db``.
+    """
+    from .._checks import check_int
+
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"resolve_config: unknown setting(s) {unknown}; valid: {', '.join(DEFAULTS)}")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    chosen = PRESETS[preset] if preset is not None else None
+    settings = {**DEFAULTS, **(chosen.settings if chosen else {}), **{k: v for k, v in settings.items() if v is not None}}
+    op_specs = parse_operators(settings["operators"])
+    specs = parse_methods(settings["methods"])
+    labels = [s.label for s in specs]
+    base_options = {k: v for k, v in (chosen.method_options if chosen else {}).items() if k in labels}
+    check_method_options(specs, method_options or {})
+    merged = {s.label: {**QUICK_OPTIONS.get(s.method, {}), **base_options.get(s.label, {}), **(method_options or {}).get(s.label, {})}
+              for s in specs}
+    check_method_options(specs, merged)
+    n = check_int(settings["n_images"], "n_images", minimum=1)
+    snr_db = settings["snr_db"]
+    if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float)) or not math.isfinite(snr_db):
+        raise ValueError(f"snr_db: expected a finite number, got {snr_db!r}")
+    return {
+        "prior": str(settings["prior"]), "dataset": settings["dataset"], "split": settings["split"], "n_images": n,
+        "operators": [o.text for o in op_specs], "methods": [s.text for s in specs], "method_options": merged,
+        "snr_db": float(snr_db), "seed": check_int(seed, "seed", minimum=0),
+    }
+
+
+def check_device(device: str, name: str = "device") -> torch.device:
+    """``torch.device(device)``, or ``ValueError`` naming ``name`` for a malformed or unavailable device."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}: expected a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}: {device!r} asked for, but CUDA is not available on this machine; use 'cpu'")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}: {device!r} asked for, but MPS is not available on this machine; use 'cpu'")
+    return parsed
+
+
+def check_out_dir(out_dir: str | Path, name: str = "out_dir") -> Path:
+    """``out_dir`` as a path, or ``ValueError`` if it (or a parent) exists and is not a directory."""
+    out = Path(out_dir)
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"{name}: expected a directory, but {str(path)!r} is a file")
+            break
+    return out
+
+
+@dataclass
+class BenchRun:
+    """What :func:`run` returns: the summary tables, how many cells are done, the files it wrote."""
+
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    cells_done: int
+    cells_total: int
+    written: list[Path]
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        """Whether every cell of the grid is done (and so the tables, CSV and figure were written)."""
+        return self.cells_done == self.cells_total
+
+
 def run(
     out_dir: str | Path,
     *,
-    prior: str = "trumpet-digits",
-    dataset: str = "digits",
-    split: str = "test",
-    n_images: int = 10,
-    operators: str = "gauss:250,randmask:0.15,sr:4,block:12",
-    methods: str | list[str] = ",".join(MAP_METHODS),
+    preset: str | None = None,
+    prior: str | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+    n_images: int | None = None,
+    operators: str | None = None,
+    methods: str | list[str] | None = None,
     method_options: dict[str, dict[str, Any]] | None = None,
-    snr_db: float = 30.0,
+    snr_db: float | None = None,
     seed: int = 0,
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
     command: str = "invprob.apps.bench.run",
     stop_after: int | None = None,
-) -> dict[str, Any]:
-    """Run the benchmark grid and write its outputs into ``out_dir``; return the summary tables.
+) -> BenchRun:
+    """Run the benchmark grid and write its outputs into ``out_dir``.
 
-    ``method_options`` maps a method to its options; they update :data:`QUICK_OPTIONS` (the
-    benchmark's iteration budgets). ``stop_after`` ends the run after that many newly computed
-    cells (to simulate an interruption).
+    Settings left as None come from ``preset`` (one of :data:`PRESETS`), else :data:`DEFAULTS`.
+    ``method_options`` maps a method label to its options; they update the preset's options and
+    :data:`QUICK_OPTIONS` (the benchmark's iteration budgets) key by key. Methods that take a
+    noise level ``sigma`` get the known one unless it is set. ``stop_after`` ends the run after that
+    many newly computed cells (to simulate an interruption).
+
+    Raises:
+        ValueError: a bad setting (checked before any work), ``out_dir`` holding another
+            configuration, or ``out_dir`` in use by another run (its lock is held).
     """
-    from ..data import load_dataset
-    from ..priors.pretrained import load_prior
+    start = time.perf_counter()
+    config = resolve_config(preset, prior=prior, dataset=dataset, split=split, n_images=n_images, operators=operators,
+                            methods=methods, method_options=method_options, snr_db=snr_db, seed=seed)
+    out = check_out_dir(out_dir)
+    check_device(device)
+    op_specs = parse_operators(",".join(config["operators"]))
+    specs = parse_methods(config["methods"])
+    model = _load_prior(config["prior"], preset, device)
+    images = _images(config["dataset"], config["split"], config["n_images"], model.data_shape)
+    info = {"machine": _machine(), "torch": torch.__version__, "threads": torch.get_num_threads(), "date": _now(),
+            "command": command, "preset": preset or "none", "seed": config["seed"]}
+    total = len(op_specs) * len(specs) * config["n_images"]
+    with lock_directory(out):
+        done = _prepare(out, config, force)
+        todo = [(o, s, i) for o in op_specs for s in specs for i in range(config["n_images"]) if (o.text, s.label, i) not in done]
+        if stop_after is not None:
+            todo = todo[: max(stop_after, 0)]
+        _compute(out, model, images, config, todo, device, progress)
+        records = _read_results(out, _cells_of(config))
+        summary = summarise(records, config["operators"], [s.label for s in specs])
+        written: list[Path] = []
+        if len(records) == total:
+            written = _write_outputs(out, records, summary, info, config, images, op_specs, specs, preset, device)
+    return BenchRun(summary, config, len(records), total, written, time.perf_counter() - start)
 
-    op_specs = parse_operators(operators)
-    names = parse_methods(methods)
-    for name in method_options or {}:
-        if name not in names:
-            raise ValueError(f"method_options: options given for {name!r}, which is not among the methods {names}")
-    method_options = {m: {**QUICK_OPTIONS.get(m, {}), **(method_options or {}).get(m, {})} for m in names}
-    if n_images < 1:
-        raise ValueError(f"n_images: expected >= 1, got {n_images}")
-    if not math.isfinite(snr_db):
-        raise ValueError(f"snr_db: expected a finite number, got {snr_db}")
-    config = {
-        "prior": str(prior), "dataset": dataset, "split": split, "n_images": n_images,
-        "operators": [o.text for o in op_specs], "methods": names, "method_options": method_options,
-        "snr_db": snr_db, "seed": seed,
-    }
-    out = Path(out_dir)
-    done = _prepare(out, config, force)
-    model = load_prior(prior, device=device)
-    images = _images(load_dataset(dataset, split=split, size=model.data_shape[-1]) if dataset != "digits" else load_dataset(dataset, split=split), n_images, model.data_shape)
-    info = {"machine": _machine(), "torch": torch.__version__, "date": _now(), "command": command, "seed": seed}
-    todo = [(o, m, [i for i in range(n_images) if (o.text, m, i) not in done]) for o in op_specs for m in names]
-    computed = 0
-    with tqdm(total=len(op_specs) * len(names) * n_images, initial=len(done), desc="bench", disable=not progress) as bar:
-        for op_spec, method, indices in todo:
-            if stop_after is not None:
-                indices = indices[: max(stop_after - computed, 0)]
-            if not indices:
-                continue
-            records = _cells(out, model, op_spec, method, indices, images, config, method_options.get(method, {}), device)
-            with open(out / RESULTS, "a") as handle:
-                handle.write("".join(json.dumps(r) + "\n" for r in records))
-            computed += len(records)
-            bar.update(len(records))
-    records = _read_results(out)
-    summary = summarise(records, [o.text for o in op_specs], names)
-    if len(records) == len(op_specs) * len(names) * n_images:
-        _write_outputs(out, records, summary, info, config, images, op_specs, names)
-    return summary
+
+@contextmanager
+def lock_directory(out: Path) -> Iterator[None]:
+    """Hold ``out/.bench.lock`` for the block; ``ValueError`` at once if another process holds it."""
+    from filelock import FileLock, Timeout
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ValueError(
+            f"out_dir: {str(out)!r} is in use by another invprob bench run (lock {out / LOCK} is held); "
+            "wait until it ends (then rerun to resume) or use another directory"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _load_prior(name: str, preset: str | None, device: str) -> Any:
+    from ..priors.pretrained import list_priors, load_prior
+
+    chosen = PRESETS.get(preset) if preset else None
+    if chosen is not None and name == chosen.settings.get("prior") and name not in list_priors() and not Path(name).is_dir():
+        raise ValueError(
+            f"prior: the {preset!r} preset uses the shipped prior {name!r}, which is not installed here "
+            f"(installed: {', '.join(list_priors())}); pass another one with --prior (prior=...)"
+        )
+    return load_prior(name, device=device)
+
+
+def _images(dataset: str, split: str, n: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The first ``n`` images of the split, resized to ``shape`` by the loader when it can resize."""
+    from ..data import load_dataset
+
+    data = load_dataset(dataset, split=split)
+    if len(data) < n:
+        raise ValueError(f"n_images: the {dataset}/{split} split has only {len(data)} images, asked for {n}")
+    first = _image(data[0])
+    if tuple(first.shape) != tuple(shape):
+        try:
+            data = load_dataset(dataset, split=split, size=tuple(shape[1:]))
+        except TypeError:
+            raise ValueError(f"dataset: {dataset} images of shape {tuple(first.shape)} do not fit the prior's data_shape {tuple(shape)}") from None
+    x = torch.stack([_image(data[i]) for i in range(n)])
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"dataset: {dataset} images of shape {tuple(x.shape[1:])} do not fit the prior's data_shape {tuple(shape)}")
+    return x
+
+
+def _image(item: Any) -> torch.Tensor:
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def _cells_of(config: dict[str, Any]) -> set[tuple[str, str, int]]:
+    labels = [s.label for s in parse_methods(config["methods"])]
+    return {(o, m, i) for o in config["operators"] for m in labels for i in range(config["n_images"])}
 
 
 def _prepare(out: Path, config: dict[str, Any], force: bool) -> set[tuple[str, str, int]]:
-    out.mkdir(parents=True, exist_ok=True)
+    """Check the directory's configuration, clean ``results.jsonl``; return the finished cells."""
     config_path = out / CONFIG
     if config_path.exists():
-        saved = json.loads(config_path.read_text())
+        try:
+            saved = json.loads(config_path.read_text())
+        except json.JSONDecodeError:
+            saved = {"unreadable": True}
         if saved != config:
             if not force:
                 changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
@@ -160,30 +355,51 @@ def _prepare(out: Path, config: dict[str, Any], force: bool) -> set[tuple[str, s
             for old in (out / "examples").glob("*.npy"):
                 old.unlink()
     atomic_write(config_path, json.dumps(config, indent=2, sort_keys=True).encode())
-    return {(r["operator"], r["method"], r["image"]) for r in _read_results(out)}
+    for name in OUTPUTS:  # written again only when every cell is done
+        (out / name).unlink(missing_ok=True)
+    records = _read_results(out, _cells_of(config), repair=True)
+    done = {_key(r) for r in records}
+    # a cell of image 0 also needs its example image for the figure
+    return {k for k in done if k[2] != 0 or _example_path(out, k[0], k[1]).is_file()}
 
 
-def _read_results(out: Path) -> list[dict[str, Any]]:
+_FIELDS: dict[str, tuple[type, ...]] = {"operator": (str,), "method": (str,), "image": (int,), "snr": (int, float),
+                                        "psnr": (int, float), "ssim": (int, float), "seconds": (int, float)}
+
+
+def _key(record: dict[str, Any]) -> tuple[str, str, int]:
+    return record["operator"], record["method"], record["image"]
+
+
+def _complete(record: Any) -> bool:
+    return isinstance(record, dict) and all(
+        isinstance(record.get(k), types) and not isinstance(record.get(k), bool) for k, types in _FIELDS.items())
+
+
+def _read_results(out: Path, cells: set[tuple[str, str, int]], repair: bool = False) -> list[dict[str, Any]]:
+    """The last complete row of each cell of ``cells`` in ``results.jsonl``.
+
+    Lines that are not complete JSON rows (a write cut short by a kill, a torn line left by an
+    older version) are skipped; a cell written twice keeps its last row. With ``repair=True`` the
+    file is rewritten (atomically) to exactly these rows when it held anything else.
+    """
     path = out / RESULTS
     if not path.exists():
         return []
-    records = []
-    for line in path.read_text().splitlines():
+    raw = path.read_bytes()
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for line in raw.decode("utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut short by a kill mid-write: that cell is recomputed
+            continue
+        if _complete(record) and _key(record) in cells:
+            rows[_key(record)] = record
+    records = list(rows.values())
+    clean = "".join(json.dumps(r) + "\n" for r in records).encode()
+    if repair and clean != raw:
+        atomic_write(path, clean)
     return records
-
-
-def _images(dataset: Any, n: int, shape: tuple[int, ...]) -> torch.Tensor:
-    if len(dataset) < n:
-        raise ValueError(f"n_images: the dataset split has only {len(dataset)} images, asked for {n}")
-    items = [dataset[i] for i in range(n)]
-    x = torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
-    if tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"dataset: images of shape {tuple(x.shape[1:])} do not fit the prior's data_shape {shape}")
-    return x
 
 
 def _noise_generator(seed: int, op_text: str, index: int) -> torch.Generator:
@@ -191,51 +407,54 @@ def _noise_generator(seed: int, op_text: str, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(op_text.encode()) * 1009 + index)
 
 
-def _cells(out: Path, model: Any, op_spec: OperatorSpec, method: str, indices: list[int], images: torch.Tensor,
-           config: dict[str, Any], options: dict[str, Any], device: str) -> list[dict[str, Any]]:
-    """Solve the images ``indices`` for one (operator, method) as a batch; one record per image.
+def measure(op: LinearOperator, x: torch.Tensor, op_text: str, index: int, snr_db: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noisy measurement ``y`` (batch of one) of image ``x`` and its noise level ``sigma``, shape ``(1,)``.
 
-    Each image's noise depends only on (seed, operator, image), and methods treat a batch as its
-    elements solved one by one, so batching changes only the wall time; ``seconds`` is the batch's
-    time divided by its size.
+    The noise depends only on (seed, operator spec, image index), so every method sees the same ``y``.
     """
-    from ..metrics import psnr, snr, ssim
-
-    op = op_spec.build(model.data_shape, config["seed"]).to(device)
-    x = images[indices].to(device=device, dtype=model.dtype)
     with torch.no_grad():
-        clean = op(x)
-        noisy = [add_noise(clean[k : k + 1], snr_db=config["snr_db"], generator=_noise_generator(config["seed"], op_spec.text, i))
-                 for k, i in enumerate(indices)]
-    y = torch.cat([n[0] for n in noisy])
-    sigma = torch.cat([n[1] for n in noisy])
-    generator = torch.Generator().manual_seed(config["seed"] * 7919 + indices[0])
-    x_hat, seconds = solve_known_noise(op, model, y, method, generator, options, sigma)
-    if indices[0] == 0:
-        _save_example(out, op_spec, method, x_hat[0])
-        with torch.no_grad():
-            _save_example(out, op_spec, "A+y", op.pinv(y[:1])[0])
-    scores = {"snr": snr(x, x_hat), "psnr": psnr(x, x_hat), "ssim": ssim(x, x_hat)}
-    return [
-        {"operator": op_spec.text, "method": method, "image": i, **{k: float(v[k_]) for k, v in scores.items()},
-         "seconds": seconds / len(indices)}
-        for k_, i in enumerate(indices)
-    ]
+        return add_noise(op(x[None]), snr_db=snr_db, generator=_noise_generator(seed, op_text, index))
 
 
-def _save_example(out: Path, op_spec: OperatorSpec, name: str, image: torch.Tensor) -> None:
+def _compute(out: Path, model: Any, images: torch.Tensor, config: dict[str, Any],
+             todo: list[tuple[OperatorSpec, MethodSpec, int]], device: str, show: bool) -> None:
+    """Solve each (operator, method, image) of ``todo`` on its own; append one row per cell as it ends."""
+    from ..metrics import psnr, snr, ssim
+    from ..progress import progress
+
+    operators: dict[str, LinearOperator] = {}
+    with progress(len(todo), "bench", enabled=show) as bar, open(out / RESULTS, "a") as handle:
+        for op_spec, spec, index in todo:
+            if op_spec.text not in operators:
+                operators[op_spec.text] = op_spec.build(model.data_shape, config["seed"]).to(device)
+            op = operators[op_spec.text]
+            x = images[index : index + 1].to(device=device, dtype=model.dtype)
+            y, sigma = measure(op, x[0], op_spec.text, index, config["snr_db"], config["seed"])
+            generator = torch.Generator().manual_seed(config["seed"] * 7919 + index)
+            x_hat, seconds = solve_known_noise(op, model, y, spec.method, generator, config["method_options"][spec.label], sigma)
+            if index == 0:
+                _save_example(out, op_spec.text, spec.label, x_hat[0])
+            unit = (x + 1) / 2, ((x_hat + 1) / 2).clamp(0, 1)
+            record = {"operator": op_spec.text, "method": spec.label, "image": index, "snr": float(snr(x, x_hat)[0]),
+                      "psnr": float(psnr(*unit, data_range=1.0)[0]), "ssim": float(ssim(x, x_hat)[0]), "seconds": seconds}
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            bar.update(1, cell=f"{op_spec.text}/{spec.label}/{index}", snr=round(record["snr"], 2))
+
+
+def _example_path(out: Path, op_text: str, name: str) -> Path:
+    return out / "examples" / f"{_slug(op_text)}__{name}.npy"
+
+
+def _save_example(out: Path, op_text: str, name: str, image: torch.Tensor) -> None:
     buffer = io.BytesIO()
     np.save(buffer, image.detach().cpu().float().numpy())
-    (out / "examples").mkdir(exist_ok=True)
-    atomic_write(out / "examples" / f"{_slug(op_spec.text)}__{name}.npy", buffer.getvalue())
-
-
-def _load_example(out: Path, op_spec: OperatorSpec, name: str) -> torch.Tensor:
-    return torch.from_numpy(np.load(out / "examples" / f"{_slug(op_spec.text)}__{name}.npy"))
+    atomic_write(_example_path(out, op_text, name), buffer.getvalue())
 
 
 def solve_known_noise(op: LinearOperator, model: Any, y: torch.Tensor, method: str, generator: torch.Generator,
-                 options: dict[str, Any], sigma: torch.Tensor) -> tuple[torch.Tensor, float]:
+                      options: dict[str, Any], sigma: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Solve a batch; return the estimates and the wall seconds.
 
     Methods whose options take ``sigma`` get the known noise levels (unless the user set one): all of
@@ -246,6 +465,9 @@ def solve_known_noise(op: LinearOperator, model: Any, y: torch.Tensor, method: s
 
     if "sigma" not in options_model(method).model_fields or "sigma" in options:
         result = solve(op, model, y, method, generator=generator, **options)
+        return result.x_hat.detach(), result.seconds
+    if len(y) == 1:
+        result = solve(op, model, y, method, generator=generator, **options, sigma=float(sigma[0]))
         return result.x_hat.detach(), result.seconds
     try:
         make_options(method, **options, sigma=sigma)
@@ -261,10 +483,13 @@ def _slug(text: str) -> str:
     return text.replace(":", "-").replace(".", "p")
 
 
+METRICS = {"snr": ("SNR (dB)", 2), "psnr": ("PSNR (dB, images in [0, 1])", 2), "ssim": ("SSIM", 3), "seconds": ("Seconds per image", 2)}
+
+
 def summarise(records: list[dict[str, Any]], operators: list[str], methods: list[str]) -> dict[str, Any]:
-    """Mean and standard deviation of each metric per (operator, method)."""
+    """Mean, standard deviation and count of each metric per (operator, method label)."""
     table: dict[str, dict[str, dict[str, tuple[float, float, int]]]] = {}
-    for metric in ("snr", "ssim", "psnr", "seconds"):
+    for metric in METRICS:
         table[metric] = {}
         for op_text in operators:
             row = {}
@@ -277,7 +502,7 @@ def summarise(records: list[dict[str, Any]], operators: list[str], methods: list
 
 
 def markdown_table(summary: dict[str, Any], metric: str, methods: list[str], digits: int = 2) -> str:
-    """Rows operator, columns method, cells ``mean ± std`` of ``metric``."""
+    """Rows operator, columns method label, cells ``mean ± std`` of ``metric``."""
     lines = ["| operator | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for op_text, row in summary[metric].items():
         cells = [f"{row[m][0]:.{digits}f} ± {row[m][1]:.{digits}f}" if m in row else "–" for m in methods]
@@ -285,49 +510,108 @@ def markdown_table(summary: dict[str, Any], metric: str, methods: list[str], dig
     return "\n".join(lines)
 
 
-def tables_markdown(summary: dict[str, Any], methods: list[str], info: dict[str, Any], config: dict[str, Any]) -> str:
-    """The three tables (SNR dB, SSIM, seconds per image) with the run's provenance."""
+def tables_markdown(summary: dict[str, Any], methods: list[str], info: dict[str, Any], config: dict[str, Any],
+                    preset: str | None = None) -> str:
+    """The metric tables (SNR, PSNR, SSIM, seconds per image) with the run's provenance; a preset's paper comparison."""
     head = (
-        f"- date: {info['date']}\n- machine: {info['machine']}\n- torch: {info['torch']}\n"
-        f"- command: `{info['command']}`\n- seed: {info['seed']}\n"
+        f"- date: {info['date']}\n- machine: {info['machine']}\n- torch: {info['torch']}, {info['threads']} threads\n"
+        f"- command: `{info['command']}`\n- preset: {info.get('preset', 'none')}\n- seed: {info['seed']}\n"
         f"- prior: {config['prior']}; data: {config['dataset']}/{config['split']}, {config['n_images']} images; "
-        f"noise: {config['snr_db']} dB SNR\n"
-        f"- method options (on top of each method's defaults): `{json.dumps(config['method_options'], sort_keys=True)}`\n"
+        f"noise: {config['snr_db']} dB SNR (σ from each measurement's RMS)\n"
+        f"- methods: `{', '.join(config['methods'])}`; options (on top of each method's defaults): "
+        f"`{json.dumps(config['method_options'], sort_keys=True)}`\n"
+        "- PSNR: truth and estimate mapped to [0, 1] (estimate clipped), peak 1; seconds: each image solved on its own\n"
     )
-    return (
-        head
-        + "\n**SNR (dB), mean ± std over images**\n\n" + markdown_table(summary, "snr", methods)
-        + "\n\n**SSIM, mean ± std**\n\n" + markdown_table(summary, "ssim", methods, digits=3)
-        + "\n\n**Seconds per image, mean ± std**\n\n" + markdown_table(summary, "seconds", methods)
-        + "\n"
+    body = "".join(
+        f"\n**{title}, mean ± std over images**\n\n" + markdown_table(summary, metric, methods, digits) + "\n"
+        for metric, (title, digits) in METRICS.items()
     )
+    chosen = PRESETS.get(preset) if preset else None
+    if chosen is not None and chosen.reference is not None:
+        body += "\n" + reference_markdown(summary, chosen.reference, methods) + "\n"
+    return head + body
+
+
+def reference_markdown(summary: dict[str, Any], reference: dict[str, Any], methods: list[str]) -> str:
+    """The paper's SNRs beside the measured means, and per row whether the paper's order of the methods holds."""
+    columns: dict[str, str] = reference["columns"]
+    extra = [m for m in methods if m not in columns.values()]
+    head = ["problem", "operator", *(f"{c} paper / ours" for c in columns), *(f"{m} (ours)" for m in extra), "paper's order holds?"]
+    lines = [f"**SNR (dB) beside {reference['title']}**", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for op_text, row in summary["snr"].items():
+        name = reference["rows"].get(op_text)
+        if name is None:
+            continue
+        paper = reference["values"][name]
+        ours = {c: row[label][0] for c, label in columns.items() if label in row}
+        cells = [f"{paper[c]:.2f} / {ours[c]:.2f}" if c in ours else f"{paper[c]:.2f} / –" for c in columns]
+        cells += [f"{row[m][0]:.2f}" if m in row else "–" for m in extra]
+        lines.append(f"| {name} | {op_text} | " + " | ".join(cells) + f" | {ordering_verdict(paper, ours)} |")
+    seconds = summary["seconds"]
+    per_method = {c: float(np.mean([r[label][0] for r in seconds.values() if label in r]))
+                  for c, label in columns.items() if any(label in r for r in seconds.values())}
+    if per_method:
+        lines += ["", "Seconds per image, mean over the problems: "
+                  + ", ".join(f"{c} {s:.2f}" for c, s in per_method.items())
+                  + _ratio_text(per_method)]
+    return "\n".join(lines)
+
+
+def _ratio_text(seconds: dict[str, float]) -> str:
+    parts = []
+    if seconds.get("DIP") and "iFlow" in seconds:
+        parts.append(f"iFlow / DIP = {seconds['iFlow'] / seconds['DIP']:.1f} (paper ≈ 2)")
+    if seconds.get("iFlow") and "CSGM" in seconds:
+        parts.append(f"CSGM / iFlow = {seconds['CSGM'] / seconds['iFlow']:.1f} (paper ≈ 4)")
+    return ("; " + ", ".join(parts)) if parts else ""
+
+
+def ordering_verdict(paper: dict[str, float], ours: dict[str, float]) -> str:
+    """``yes`` when the methods rank in the paper's order (highest SNR first), else the pairs that swap."""
+    common = [c for c in paper if c in ours]
+    if len(common) < 2:
+        return "–"
+    swapped = [f"{a} {'>' if ours[a] > ours[b] else '<'} {b}" for i, a in enumerate(common) for b in common[i + 1:]
+               if (paper[a] - paper[b]) * (ours[a] - ours[b]) < 0]
+    return "yes" if not swapped else "no: ours " + ", ".join(swapped)
 
 
 def _write_outputs(out: Path, records: list[dict[str, Any]], summary: dict[str, Any], info: dict[str, Any],
-                   config: dict[str, Any], images: torch.Tensor, op_specs: list[OperatorSpec], methods: list[str]) -> None:
-    text = tables_markdown(summary, methods, info, config)
+                   config: dict[str, Any], images: torch.Tensor, op_specs: list[OperatorSpec], specs: list[MethodSpec],
+                   preset: str | None, device: str) -> list[Path]:
+    labels = [s.label for s in specs]
+    text = tables_markdown(summary, labels, info, config, preset)
     atomic_write(out / "tables.md", text.encode())
     buffer = io.StringIO()
     buffer.write("".join(f"# {k}: {v}\n" for k, v in info.items()))
-    writer = csv.DictWriter(buffer, fieldnames=["operator", "method", "image", "snr", "psnr", "ssim", "seconds"])
+    writer = csv.DictWriter(buffer, fieldnames=list(_FIELDS))
     writer.writeheader()
-    writer.writerows(sorted(records, key=lambda r: (r["operator"], r["method"], r["image"])))
+    writer.writerows(sorted(({k: r[k] for k in _FIELDS} for r in records), key=_key))
     atomic_write(out / "results.csv", buffer.getvalue().encode())
-    _figure(out, images[0], op_specs, methods, config, info)
+    _figure(out, images[0], op_specs, labels, config, info, device)
+    return [out / name for name in OUTPUTS]
 
 
-def _figure(out: Path, x: torch.Tensor, op_specs: list[OperatorSpec], methods: list[str],
-            config: dict[str, Any], info: dict[str, Any]) -> None:
+def _figure(out: Path, x: torch.Tensor, op_specs: list[OperatorSpec], labels: list[str], config: dict[str, Any],
+            info: dict[str, Any], device: str) -> None:
+    from ..metrics import snr
     from ..plots import image_grid
 
-    rows = [[x, *(_load_example(out, o, name) for name in ["A+y", *methods])] for o in op_specs]
-    title = f"{config['prior']} · {config['snr_db']} dB SNR · {info['date']}"
-    image_grid(rows, [o.text for o in op_specs], ["truth", "A⁺y", *methods], out / "examples.png", title=title)
+    rows, names = [], []
+    for o in op_specs:
+        op = o.build(tuple(x.shape), config["seed"]).to(device)
+        y, _ = measure(op, x.to(device), o.text, 0, config["snr_db"], config["seed"])
+        with torch.no_grad():
+            estimates = {"A⁺y": op.pinv(y)[0].cpu().float()}
+        estimates.update({m: torch.from_numpy(np.load(_example_path(out, o.text, m))) for m in labels})
+        rows.append([x, *estimates.values()])
+        names.append(o.text + "\n" + " ".join(f"{float(snr(x[None], e[None])[0]):.1f}" for e in estimates.values()))
+    title = (f"{config['prior']} on {config['dataset']} image 0 · {config['snr_db']:g} dB SNR · "
+             f"row labels: operator, SNR (dB) of A⁺y and each method · {info['date']}")
+    image_grid(rows, names, ["truth", "A⁺y", *labels], out / "examples.png", title=title)
 
 
 def _machine() -> str:
-    import os
-
     return f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, {platform.system()})"
 
 

@@ -2,7 +2,8 @@
 
 One module per subcommand (``demo``, ``bench``, ``priors``, ``solve``, ``uq-ct``, ``train``), each
 with ``add_parser(sub)`` and ``run(args)``. Errors are printed as one line (``invprob: error:
-...``) with a non-zero exit code; ``--debug`` shows the traceback instead.
+...``) with a non-zero exit code; ``--debug`` (before or after the subcommand) shows the traceback
+instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(sub)
+    for subparser in sub.choices.values():  # `invprob bench --debug ...` works too
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show tracebacks instead of one-line errors")
     return parser
 
 

@@ -18,6 +18,7 @@ from skimage.util import img_as_float64
 from .base import ImageTensorDataset, as_size, resize_stack, select_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}
 
 
 def folder_dataset(
@@ -50,8 +51,20 @@ def folder_dataset(
     images = [_read_image(f, channels) for f in files]
     target = as_size(size) if size is not None else _common_size(images, files)
     stack = np.stack([resize_stack(im[None], target)[0] for im in images])
-    index = select_split(len(stack), split, test_fraction, seed)
+    index = _nonempty_split(len(stack), split, test_fraction, seed, f"{len(stack)} images in {str(path)!r}")
     return ImageTensorDataset(_to_signed(stack[index]))
+
+
+def _nonempty_split(n: int, split: str, test_fraction: float, seed: int, what: str) -> np.ndarray:
+    """:func:`select_split`, or ``ValueError`` saying the split of ``what`` is empty."""
+    index = select_split(n, split, test_fraction, seed)
+    if len(index) == 0:
+        n_test = int(round(test_fraction * n))
+        raise ValueError(
+            f"split: the {split!r} split of the {what} is empty (test_fraction={test_fraction:g} puts "
+            f"round({test_fraction:g} x {n}) = {n_test} of them in 'test'); use split='all' or change test_fraction"
+        )
+    return index
 
 
 def image_files(path: str | Path) -> list[Path]:
@@ -66,8 +79,16 @@ def image_files(path: str | Path) -> list[Path]:
 
 
 def _read_image(file: Path, channels: int) -> np.ndarray:
-    """Read one file as a ``(channels, H, W)`` float64 array in ``[0, 1]``."""
-    image = img_as_float64(imread(file))
+    """Read one file as a ``(channels, H, W)`` float64 array in ``[0, 1]``; ``ValueError`` naming an unreadable file."""
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+    kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(file.suffix.lower(), "")
+    if kind and not head.startswith(_SIGNATURES[kind]):
+        raise ValueError(f"{file}: expected a {kind} image (by its name), but the file does not start like one (first bytes {head!r})")
+    try:
+        image = img_as_float64(imread(file))
+    except Exception as err:  # PIL and imageio raise many types for a damaged file
+        raise ValueError(f"{file}: cannot be decoded as {'a ' + kind if kind else 'an'} image ({type(err).__name__})") from None
     if image.ndim == 3 and image.shape[2] in (2, 4):
         image = image[..., :-1]
     if image.ndim == 3 and image.shape[2] == 1:
@@ -128,7 +149,7 @@ def array_dataset(
     unit = np.clip((data.astype(np.float64) - low) / (high - low), 0.0, 1.0)
     if size is not None:
         unit = resize_stack(unit, as_size(size))
-    index = select_split(len(unit), split, test_fraction, seed)
+    index = _nonempty_split(len(unit), split, test_fraction, seed, f"{len(unit)} images in {Path(path).name}")
     return ImageTensorDataset(_to_signed(unit[index]))
 
 
@@ -188,8 +209,8 @@ def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
         return torch.from_numpy(array.astype(np.float32))
     try:
         unit = _read_image(path, channels)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"image: cannot read {path.name} as an image ({err})") from None
+    except ValueError as err:
+        raise ValueError(f"image: {err}") from None
     return _to_signed(resize_stack(unit[None], (height, width))[0])
 
 
