@@ -166,7 +166,7 @@ CELLS = 2 * 2 * 2  # operators x methods x images of _cli_args
 
 def _cli_args(out, prior_dir, *extra):
     return ["bench", "--out", str(out), "--prior", str(prior_dir), "--n-images", "2", "--operators", "gauss:100,sr:4",
-            "--methods", "pinv,tv", "--opt", "tv.iterations=200", "--quiet", *extra]
+            "--methods", "pinv,tv", "--opt", "tv.iterations=20", "--quiet", *extra]
 
 
 def _rows(out):
