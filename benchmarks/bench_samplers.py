@@ -41,7 +41,7 @@ SAMPLERS = ("svi", "avi", "ambient-vi", "langevin", "pl-mcmc")
 
 
 def settings(sigma: float, n_samples: int, quick: bool) -> dict[str, dict]:
-    """Options of each method (paper 003 app. C.3 where it gives them; ``quick`` divides the work by ~20)."""
+    """Options of each method (Whang et al. 2021, app. C.3, where it gives them; ``quick`` divides the work by ~20)."""
     scale = 20 if quick else 1
     vi = dict(sigma=sigma, steps=1000 // scale, lr=1e-3, batch_size=32, n_samples=n_samples)
     chains, per_chain = 4, max(1, n_samples // 4)

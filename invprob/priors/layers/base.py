@@ -12,7 +12,7 @@ the *generative* direction (latent side to data side). It provides
 and in **both** directions ``logdet`` is the per-sample volume change of the *forward* map at the
 point ``x``, ``(1/2) log det(J_F(x)^T J_F(x))`` of shape ``(B,)``. For a bijective layer this is
 ``log |det J_F(x)|``. With this single sign convention the change of variables of a composition
-``F = F_K o ... o F_1`` reads (paper eq. 1 and 2)
+``F = F_K o ... o F_1`` reads (Kothari et al. 2021, eq. 1 and 2)
 
     log p_Y(y) = log p_X(x) - sum_k logdet_k        (exact for bijective layers),
 

@@ -1,4 +1,8 @@
-"""Injective 1x1 convolutions (paper sec. 2.1, appendix B): expand the channels by a factor k."""
+"""Injective 1x1 convolutions: expand the channels by a factor k.
+
+References: Kothari, Khorashadizadeh, de Hoop, Dokmanić 2021, "Trumpets: Injective Flows for
+Inference and Inverse Problems" (sec. 2.1, app. B).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ Variant = Literal["linear", "relu"]
 class InjectiveConv1x1(FlowLayer):
     """Injective channel expansion ``c -> expansion * c`` applied at every pixel.
 
-    Two variants (paper sec. 2.1):
+    Two variants (Kothari et al. 2021, sec. 2.1):
 
     - ``"linear"``: ``y = W x`` with ``W`` of shape ``(expansion c, c)``;
     - ``"relu"``: ``y = ReLU([W; -W] x)`` with ``W`` of shape ``(expansion c / 2, c)``

@@ -1,4 +1,9 @@
-"""Revnet steps: actnorm + 1x1 convolution + affine coupling (Glow), bijective or injective."""
+"""Revnet steps: actnorm + 1x1 convolution + affine coupling (Glow), bijective or injective.
+
+References: Kingma, Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions";
+Kothari, Khorashadizadeh, de Hoop, Dokmanić 2021, "Trumpets: Injective Flows for Inference and
+Inverse Problems" (sec. 2).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from .injective import InjectiveConv1x1, Variant
 
 
 class RevNetStep(FlowSequence):
-    """Bijective revnet step on ``channels`` channels (paper sec. 2, the three operations).
+    """Bijective revnet step on ``channels`` channels (Glow's three operations).
 
     Normalising order (``inverse``): actnorm, invertible 1x1 convolution, affine coupling; the
     generative order (``forward``) is the reverse. ``flip`` alternates the coupling halves; a
@@ -39,7 +44,7 @@ class RevNetStep(FlowSequence):
 
 
 class InjectiveRevNetStep(FlowSequence):
-    """Injective revnet step ``c -> expansion * c`` channels (paper sec. 2.1).
+    """Injective revnet step ``c -> expansion * c`` channels (Kothari et al. 2021, sec. 2.1).
 
     Generative order: affine coupling and actnorm on ``c`` channels, then the injective 1x1
     convolution (:class:`InjectiveConv1x1`, variant ``"linear"`` or ``"relu"``, pseudo-inverse

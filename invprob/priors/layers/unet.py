@@ -1,4 +1,8 @@
-"""A small U-Net used as the scale/shift network of affine couplings (paper sec. 2.2, app. A)."""
+"""A small U-Net used as the scale/shift network of affine couplings.
+
+References: Kothari, Khorashadizadeh, de Hoop, Dokmanić 2021, "Trumpets: Injective Flows for
+Inference and Inverse Problems" (sec. 2.2, app. A).
+"""
 
 from __future__ import annotations
 
