@@ -114,10 +114,20 @@ def validate_noise_level(value: Any) -> Any:
     return [float(v) for v in values] if isinstance(value, (list, tuple)) else float(value)
 
 
-def check_measurements(y: torch.Tensor) -> int:
-    """Return the batch size of ``y``; raise ``ValueError`` for an empty batch."""
+def check_run(y: torch.Tensor, generator: Any = None, callback: Any = None) -> int:
+    """Check a sampler's call before any work; return the batch size of ``y``.
+
+    Raises ``ValueError`` for an empty batch and ``TypeError`` for a ``generator`` that is not a
+    ``torch.Generator`` or a ``callback`` that is not callable (each naming the argument).
+    """
     if y.shape[0] == 0:
         raise ValueError(f"y: expected at least one measurement, got an empty batch of shape {tuple(y.shape)}")
+    check_generator(generator)
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            "callback: expected a callable callback(iteration, x, info) or None, "
+            f"got {type(callback).__name__} {callback!r}"
+        )
     return int(y.shape[0])
 
 

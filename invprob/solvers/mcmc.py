@@ -46,7 +46,7 @@ from ..rng import rand, randn
 from ._common import NoiseLevel
 from ._posterior import (
     LogDensity,
-    check_measurements,
+    check_run,
     latent_log_posterior,
     noise_levels,
     require_latent_density,
@@ -341,7 +341,7 @@ class _LatentMCMC(Solver):
         generator: torch.Generator | None,
     ) -> Result:
         opts: ChainOptions = self.options
-        batch = check_measurements(y)
+        batch = check_run(y, generator, callback)
         sigma = noise_levels(opts.sigma, y).repeat_interleave(opts.n_chains)
         require_latent_density(prior, self.name)
         target = latent_log_posterior(prior, op, y.repeat_interleave(opts.n_chains, dim=0), sigma)
@@ -368,6 +368,18 @@ class Langevin(_LatentMCMC):
 
     ``x_init`` (if given) starts every chain at ``encode(x_init)``; otherwise chains start at
     independent prior draws. ``extras["step_size"]`` ``(B, n_chains)`` holds the final step sizes.
+
+    Example:
+        >>> import torch
+        >>> from invprob import solve
+        >>> from invprob.operators import Identity
+        >>> from invprob.priors import LinearGaussianPrior
+        >>> prior = LinearGaussianPrior(torch.eye(4), data_shape=(1, 2, 2))
+        >>> result = solve(Identity((1, 2, 2)), prior, torch.zeros(1, 2, 2), "langevin", sigma=0.5,
+        ...                adjusted=True, step_size=0.05, n_chains=2, n_samples=5, burn_in=10,
+        ...                generator=torch.Generator().manual_seed(0))
+        >>> tuple(result.samples.shape), len(result.history["loss"]), sorted(result.history)
+        ((10, 1, 2, 2), 15, ['acceptance', 'loss'])
     """
 
     name = "langevin"
@@ -394,6 +406,18 @@ class PLMCMC(_LatentMCMC):
     """PL-MCMC: latent Metropolis-Hastings with a perturb-or-resample proposal (Cannella et al.).
 
     ``x_init`` (if given) starts every chain at ``encode(x_init)``; otherwise at prior draws.
+
+    Example:
+        >>> import torch
+        >>> from invprob import solve
+        >>> from invprob.operators import Identity
+        >>> from invprob.priors import LinearGaussianPrior
+        >>> prior = LinearGaussianPrior(torch.eye(4), data_shape=(1, 2, 2))
+        >>> y = torch.zeros(2, 1, 2, 2)
+        >>> result = solve(Identity((1, 2, 2)), prior, y, "pl-mcmc", sigma=torch.tensor([0.5, 1.0]),
+        ...                n_chains=3, n_samples=4, burn_in=20, generator=torch.Generator().manual_seed(0))
+        >>> tuple(result.samples.shape), tuple(result.extras["acceptance_rate"].shape)
+        ((2, 12, 1, 2, 2), (2,))
     """
 
     name = "pl-mcmc"

@@ -31,8 +31,7 @@ from ...priors.base import Prior
 from ...rng import randint, randn
 from .._common import NoiseLevel
 from .._posterior import (
-    check_generator,
-    check_measurements,
+    check_run,
     data_fit,
     noise_levels,
     require_latent_density,
@@ -210,9 +209,7 @@ def train_amortized(
         raise TypeError("train_amortized: expected an invprob Operator and an invprob Prior")
     if tuple(op.in_shape) != tuple(prior.data_shape):
         raise ValueError(f"op: in_shape {op.in_shape} does not match the prior's data_shape {prior.data_shape}")
-    check_generator(generator)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback: expected a callable or None, got {type(callback).__name__}")
+    check_run(torch.zeros(1), generator, callback)
     require_latent_density(prior, "avi")
     images = None if data is None else _check_data(data, prior)
     sigma = float(opts.sigma)  # type: ignore[arg-type]
@@ -314,7 +311,7 @@ class AVI(Solver):
         generator: torch.Generator | None,
     ) -> Result:
         opts: AVIOptions = self.options
-        batch = check_measurements(y)
+        batch = check_run(y, generator, callback)
         model = opts.amortized
         model.check_compatible(op, prior)
         if opts.sigma is not None:

@@ -47,7 +47,9 @@ class FlowOptions(SolverOptions):
     steps: int = Field(1000, ge=1, le=10_000_000, description="optimisation steps (the cap)")
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Adam learning rate")
     batch_size: int = Field(32, ge=1, description="Monte Carlo samples of the loss per step")
-    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="cosine: decay lr to lr/100 over the steps")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine: decay lr to lr/100 over the steps"
+    )
     n_layers: int = Field(4, ge=1, description="flow steps (actnorm + LU linear + affine coupling)")
     hidden: int = Field(64, ge=1, description="hidden width of the coupling MLPs")
     progress: bool | None = Field(

@@ -13,8 +13,17 @@ For each measurement ``y_b`` a flow ``q_b`` is fitted by minimising (see
 
 The flows of a batch are fitted together, one Adam step for all of them per iteration and one
 prior pass over all their Monte Carlo samples; each flow only sees its own measurement's loss, so
-each is fitted as if alone. With a stopping rule (``tol > 0``) an image whose smoothed loss stopped
-improving is frozen and costs no more work.
+each is fitted as if alone.
+
+Stopping rule (``tol > 0``, off by default; :class:`~invprob.solvers.variational.PlateauRule`):
+an image whose loss, averaged over windows of ``window`` steps, fell by at most ``tol`` nats over
+the last window is frozen and costs no more work; ``steps`` stays the cap. The loss is a Monte
+Carlo estimate, so a plateau is declared once the improvement per window is below the noise of
+the window means as well. Measured on a 4-dimensional linear-Gaussian posterior (lr 1e-2, 600
+steps, the test suite's problem): ``tol=0.01, window=100`` stopped after 300 steps and moved the
+posterior mean by less than 5 % of its RMS size and the covariance by less than 15 % (the
+tolerance the tests check); the learning rate of the cosine schedule is then not yet decayed, so
+the default runs every step.
 
 References: Whang, Lei, Dimakis 2021, "Composing Normalizing Flows for Inverse Problems"
 (sec. 4, Fig. 2; Ambient VI: sec. 6); Kothari, Khorashadizadeh, de Hoop, Dokmanić 2021,
@@ -32,7 +41,7 @@ from pydantic import Field
 from ...operators.base import Operator
 from ...priors.base import Prior
 from .._posterior import (
-    check_measurements,
+    check_run,
     image_log_joint,
     latent_log_joint,
     noise_levels,
@@ -55,8 +64,8 @@ class VIOptions(FlowOptions):
     n_samples: int = Field(64, ge=1, description="posterior samples returned per measurement")
     tol: float = Field(
         0.0, ge=0, allow_inf_nan=False,
-        description="stop an image when its loss, averaged over `window` steps, fell by at most tol nats "
-        "over the last window (0: run all steps)",
+        description="stopping rule: freeze an image when its loss, averaged over `window` steps, fell by at most "
+        "tol nats over the last window (e.g. 0.01; 0: run all `steps`, the cap either way)",
     )
     window: int = Field(100, ge=1, le=1_000_000, description="steps per loss average of the stopping rule")
 
@@ -120,7 +129,7 @@ class _PerMeasurementVI(Solver):
         generator: torch.Generator | None,
     ) -> Result:
         opts: VIOptions = self.options
-        batch = check_measurements(y)
+        batch = check_run(y, generator, callback)
         sigma = noise_levels(opts.sigma, y)
         self.require_density(prior)
         y = y.detach()
