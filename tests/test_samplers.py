@@ -14,12 +14,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invprob.operators import BlockMask, Identity, RandomGaussian, RandomMask, SuperResolution
-from invprob.priors import LinearGaussianPrior
-from invprob.solvers import AmortizedPosterior, FlowPosterior, SolverDiverged, solve, train_amortized
-from invprob.solvers._posterior import data_fit
-from invprob.solvers.pregenerator import PreGenerator
 from invprob.checkpoint import CheckpointError
+from invprob.operators import BlockMask, Identity, RandomGaussian, RandomMask, SuperResolution, add_noise
+from invprob.priors import LinearGaussianPrior
+from invprob.priors.layers import AffineCoupling, ConditionalAffine, LULinear
+from invprob.solvers import AmortizedPosterior, FlowPosterior, SolverDiverged, list_methods, solve, train_amortized
+from invprob.solvers import driver
+from invprob.solvers._posterior import data_fit
+from invprob.solvers.chain_stats import RunningMoments, effective_sample_size
+from invprob.solvers.pregenerator import PreGenerator
+from invprob.solvers.variational import PlateauRule
 
 MEAN_TOL = 0.05
 COV_TOL = 0.10
@@ -436,3 +440,245 @@ def test_callback_sees_images(method):
     seen = []
     solve(op, prior, measure(prior, op), method, callback=lambda t, x, info: seen.append((t, x, info)), **TINY[method])
     assert seen and all(x.shape[1:] == SHAPE and info for _, x, info in seen)
+
+
+# ---------------------------------------------------------------- vector flow layers, chain statistics
+
+
+def _perturbed(module: torch.nn.Module, seed: int = 7) -> torch.nn.Module:
+    module = module.double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=seeded(seed), dtype=p.dtype))
+    return module
+
+
+@pytest.mark.parametrize(
+    "make, context",
+    [
+        (lambda: LULinear(3), None),
+        (lambda: AffineCoupling(3, conditioner="mlp", scale="tanh", hidden=8), None),
+        (lambda: AffineCoupling(4, flip=True, conditioner="mlp", scale="tanh", context_dim=2, hidden=8), 2),
+        (lambda: ConditionalAffine(3, context_dim=2, hidden=8), 2),
+    ],
+    ids=["lu-linear", "coupling-mlp", "coupling-mlp-context", "conditional-affine"],
+)
+def test_vector_layers_invert_and_have_exact_log_det(make, context):
+    layer = _perturbed(make())
+    dim = 4 if isinstance(layer, AffineCoupling) and layer.conditional else 3
+    x = torch.randn(5, dim, generator=seeded(1), dtype=torch.float64)
+    h = None if context is None else torch.randn(5, context, generator=seeded(2), dtype=torch.float64)
+    call = (lambda v: layer(v, h)) if layer.conditional else layer
+    inverse = (lambda v: layer.inverse(v, h)) if layer.conditional else layer.inverse
+    y, logdet = call(x)
+    back, logdet_back = inverse(y)
+    torch.testing.assert_close(back, x)
+    torch.testing.assert_close(logdet_back, logdet)
+    for i in range(2):
+        hi = None if h is None else h[i : i + 1]
+        f = (lambda v: layer(v.unsqueeze(0), hi)[0][0]) if layer.conditional else (lambda v: layer(v.unsqueeze(0))[0][0])
+        jac = torch.autograd.functional.jacobian(f, x[i])
+        assert float(logdet[i].detach()) == pytest.approx(float(torch.linalg.slogdet(jac)[1]), abs=1e-10)
+
+
+def test_vector_layer_errors_name_the_problem():
+    with pytest.raises(ValueError, match="context_dim"):
+        AffineCoupling(4, 4, context_dim=3)
+    with pytest.raises(ValueError, match="conditioner"):
+        AffineCoupling(4, conditioner="resnet")
+    with pytest.raises(ValueError, match="context is required"):
+        AffineCoupling(4, conditioner="mlp", context_dim=2)(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="unconditional"):
+        AffineCoupling(4, conditioner="mlp")(torch.zeros(1, 4), torch.zeros(1, 2))
+
+
+def test_running_moments_and_ess_from_chain_stats():
+    data = torch.randn(4, 500, 3, generator=seeded(3), dtype=torch.float64)
+    moments = RunningMoments()
+    for part in data.split(7, dim=1):
+        moments.update(part, dim=1)
+    torch.testing.assert_close(moments.mean, data.mean(1))
+    torch.testing.assert_close(moments.variance, data.var(1))
+    ess = effective_sample_size(data)  # 4 independent chains of 500 iid draws
+    assert ess.shape == (3,) and bool(((ess > 1000) & (ess < 4000)).all())
+
+
+# ---------------------------------------------------------------- the driver contract, noise levels, errors
+
+
+POSTERIOR_METHODS = ["ambient-vi", "avi", "langevin", "pl-mcmc", "svi"]
+
+
+@pytest.fixture(scope="module")
+def tiny_amortized():
+    prior, op = make_prior(), OPERATORS["random-mask"]()
+    model = train_amortized(op, prior, sigma=SIGMA, steps=2, batch_size=4, n_calibration=8, n_layers=1, hidden=8,
+                            generator=seeded())
+    return prior, op, model
+
+
+def _tiny_options(method, model):
+    return dict(amortized=model, n_samples=5) if method == "avi" else dict(TINY[method])
+
+
+def test_every_posterior_method_is_covered():
+    assert sorted(list_methods("posterior")) == POSTERIOR_METHODS
+
+
+@pytest.mark.parametrize("method", POSTERIOR_METHODS)
+def test_callback_stops_every_sampler_and_history_has_the_loss(method, tiny_amortized):
+    prior, op, model = tiny_amortized
+    y = measure(prior, op, n=2)
+    seen = []
+
+    def stop_at_one(it, x, info):
+        seen.append((it, tuple(x.shape), sorted(info)))
+        return it == 1
+
+    result = solve(op, prior, y, method, callback=stop_at_one, generator=seeded(), **_tiny_options(method, model))
+    expected = 1 if method == "avi" else 2  # avi is a single pass
+    assert len(result.history["loss"]) == expected and len(seen) == expected
+    assert all(shape == (2, *SHAPE) and "loss" in keys for _, shape, keys in seen)
+    assert all(len(v) == expected for v in result.history.values())
+    assert result.samples.shape[0] == 2 and torch.isfinite(result.samples).all()
+
+
+@pytest.mark.parametrize("method", POSTERIOR_METHODS)
+def test_every_sampler_reports_progress_through_the_driver(method, tiny_amortized, monkeypatch):
+    prior, op, model = tiny_amortized
+    calls = []
+    real = driver.progress_indicator
+
+    def recording(total, desc, enabled):
+        calls.append((total, desc, enabled))
+        return real(total, desc, False)
+
+    monkeypatch.setattr(driver, "progress_indicator", recording)
+    solve(op, prior, measure(prior, op), method, progress=True, **_tiny_options(method, model))
+    assert calls and all(desc == method and enabled for _, desc, enabled in calls)
+
+
+@pytest.mark.parametrize("method", sorted(TINY))
+def test_per_image_sigma_from_add_noise_is_accepted(method):
+    """The README's call: the sigma tensor add_noise returns goes straight into solve()."""
+    prior, op = make_prior(), OPERATORS["random-mask"]()
+    clean = op(prior.sample(3, generator=seeded(1)))
+    y, sigma = add_noise(clean, snr_db=20.0, generator=seeded(2))
+    assert sigma.shape == (3,) and len(set(sigma.tolist())) == 3
+    result = solve(op, prior, y, method, generator=seeded(), **dict(TINY[method], sigma=sigma))
+    assert result.samples.shape[0] == 3 and torch.isfinite(result.samples).all()
+    single = solve(op, prior, y[0], method, generator=seeded(), **dict(TINY[method], sigma=sigma[:1]))
+    assert single.x_hat.shape == SHAPE
+    with pytest.raises(ValueError, match="sigma"):
+        solve(op, prior, y, method, **dict(TINY[method], sigma=sigma[:2]))
+    with pytest.raises(ValueError, match="sigma"):
+        solve(op, prior, y, method, **dict(TINY[method], sigma=[0.3, 0.0, 0.3]))
+
+
+PER_IMAGE_SIGMA = torch.tensor([0.15, 0.6])
+
+
+@pytest.mark.parametrize("method, opts", [("svi", SVI_FAST), ("langevin", MALA_FAST)], ids=["svi", "mala"])
+def test_per_image_sigma_targets_each_images_posterior(method, opts):
+    prior, op = make_prior(), OPERATORS["gaussian"]()
+    x = prior.sample(2, generator=seeded(3))
+    y = op(x) + PER_IMAGE_SIGMA.view(2, 1) * torch.randn(2, 8, generator=seeded(4))
+    exact = prior.exact_posterior(op, y, PER_IMAGE_SIGMA)
+    result = solve(op, prior, y, method, generator=seeded(), **dict(opts, sigma=PER_IMAGE_SIGMA))
+    for i in range(2):
+        check_moments(result.samples[i], exact.mean[i], exact.cov[i])
+    widths = [float(torch.trace(torch.cov(result.samples[i].flatten(1).T))) for i in range(2)]
+    assert widths[0] < widths[1]  # the noisier measurement leaves a wider posterior
+
+
+def test_data_fit_uses_one_sigma_per_row():
+    op = Identity((2,))
+    fit = data_fit(op, torch.zeros(3, 2), torch.ones(3, 2), torch.tensor([1.0, 2.0, 0.5]))
+    assert fit.tolist() == [1.0, 0.25, 4.0]
+    with pytest.raises(ValueError, match="sigma"):
+        data_fit(op, torch.zeros(3, 2), torch.ones(3, 2), torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("method", POSTERIOR_METHODS)
+def test_empty_batch_bad_generator_and_bad_callback_are_clear_errors(method, tiny_amortized):
+    prior, op, model = tiny_amortized
+    opts = _tiny_options(method, model)
+    with pytest.raises(ValueError, match=r"y: .*(empty|at least one)"):
+        solve(op, prior, torch.zeros(0, *op.out_shape), method, **opts)
+    with pytest.raises(TypeError, match="generator"):
+        solve(op, prior, measure(prior, op), method, generator=5, **opts)
+    with pytest.raises(TypeError, match="callback"):
+        solve(op, prior, measure(prior, op), method, callback=5, **opts)
+
+
+def test_train_amortized_checks_generator_callback_data_and_sigma():
+    prior, op = make_prior(), OPERATORS["identity"]()
+    with pytest.raises(TypeError, match="generator"):
+        train_amortized(op, prior, sigma=SIGMA, steps=1, generator=5)
+    with pytest.raises(TypeError, match="callback"):
+        train_amortized(op, prior, sigma=SIGMA, steps=1, callback=5)
+    with pytest.raises(ValueError, match="data"):
+        train_amortized(op, prior, sigma=SIGMA, steps=1, data=torch.zeros(0, *SHAPE))
+    with pytest.raises(ValueError, match="one noise level"):
+        train_amortized(op, prior, sigma=[0.1, 0.2], steps=1)
+
+
+def test_avi_accepts_only_the_trained_sigma(tiny_amortized):
+    prior, op, model = tiny_amortized
+    y = measure(prior, op, n=2)
+    solve(op, prior, y, "avi", amortized=model, n_samples=2, sigma=torch.full((2,), SIGMA))
+    with pytest.raises(ValueError, match="trained for sigma=0.3"):
+        solve(op, prior, y, "avi", amortized=model, n_samples=2, sigma=0.5)
+
+
+def test_mcmc_stopped_during_burn_in_returns_the_current_states():
+    prior, op = make_prior(), OPERATORS["identity"]()
+    opts = dict(TINY["pl-mcmc"], burn_in=50)
+    result = solve(op, prior, measure(prior, op), "pl-mcmc", callback=lambda it, x, info: it == 3, **opts)
+    assert result.extras["stopped_by"] == "callback" and result.extras["iterations"] == 4
+    assert result.samples.shape == (1, 2, *SHAPE) and torch.isfinite(result.samples).all()
+
+
+# ---------------------------------------------------------------- the stopping rule of the VI fits
+
+
+def test_plateau_rule_stops_after_two_flat_windows_and_never_with_tol_zero():
+    rule, never = PlateauRule(tol=0.1, window=3), PlateauRule(tol=0.0, window=3)
+    losses = [torch.tensor([10.0 - t, 5.0]) for t in range(9)]
+    masks = [rule.update(v).tolist() for v in losses]
+    assert masks[4] == [False, False] and masks[5] == [False, True]  # image 1 flat over windows 1 and 2
+    assert masks[8] == [False, True]  # image 0 keeps improving by 3 per window
+    assert not any(never.update(torch.tensor([1.0, 1.0])).any() for _ in range(20))
+
+
+def test_vi_stopping_rule_never_runs_past_the_cap():
+    prior, op = make_prior(), OPERATORS["identity"]()
+    y = measure(prior, op, n=2)
+    capped = solve(op, prior, y, "svi", **dict(TINY["svi"], steps=7, tol=1e9, window=5))
+    assert len(capped.history["loss"]) == 7 and capped.extras["steps"].tolist() == [7, 7]
+    stopped = solve(op, prior, y, "svi", **dict(TINY["svi"], steps=50, tol=1e9, window=5))
+    assert stopped.extras["stopped_by"] == "converged" and stopped.extras["steps"].tolist() == [10, 10]
+    assert len(stopped.history["loss"]) == 10
+
+
+# Documented in VIOptions: with the rule (tol=0.01 nats, window=100) on this problem the posterior
+# mean moves by less than 5 % of the posterior's RMS size and the covariance by less than 15 %.
+STOP_MEAN_TOL = 0.05
+STOP_COV_TOL = 0.15
+
+
+def test_vi_stopping_rule_stops_a_converged_fit_early_and_changes_little():
+    prior, op = make_prior(), OPERATORS["gaussian"]()
+    y = measure(prior, op)
+    exact = prior.exact_posterior(op, y, SIGMA)
+    opts = dict(SVI_FAST, steps=600)
+    full = solve(op, prior, y, "svi", generator=seeded(), **opts)
+    early = solve(op, prior, y, "svi", generator=seeded(), tol=0.01, window=100, **opts)
+    assert full.extras["steps"].tolist() == [600] and full.extras["stopped_by"] == "cap"
+    assert early.extras["stopped_by"] == "converged" and int(early.extras["steps"][0]) < 600
+    check_moments(full.samples[0], exact.mean[0], exact.cov[0])
+    check_moments(early.samples[0], exact.mean[0], exact.cov[0], STOP_MEAN_TOL, STOP_COV_TOL)
+    a, b = full.samples[0].flatten(1).double(), early.samples[0].flatten(1).double()
+    scale = float((a.mean(0).pow(2).sum() + torch.trace(torch.cov(a.T))).sqrt())
+    assert float((a.mean(0) - b.mean(0)).norm()) / scale < STOP_MEAN_TOL
+    assert rel(torch.cov(b.T), torch.cov(a.T)) < STOP_COV_TOL
