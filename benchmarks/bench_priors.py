@@ -5,12 +5,19 @@ Usage: ``python benchmarks/bench_priors.py [--steps N] [--batch-size B]``. Train
 on the digits training set (or random images when :mod:`invprob.data` is unavailable), times the
 steps after one warm-up step, and extrapolates to one epoch. Writes the ``priors`` section of
 ``benchmarks/BENCHMARKS.md``.
+
+``python benchmarks/bench_priors.py --distributed 1,2 [--steps N]`` instead launches ``torchrun``
+with 1 and 2 processes (1 thread each, gloo on CPU) on TRUMPET phase 1 with the trumpet-digits
+architecture and the same global batch, and writes the ``distributed`` section: steps per second
+and the scaling efficiency ``rate_N / (N rate_1)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,13 +67,72 @@ def seconds_per_step(model, loss_fn, images, steps, batch_size, params=None) -> 
         return (time.perf_counter() - start) / steps
 
 
+def distributed_worker(steps: int, batch_size: int) -> None:
+    """One torchrun rank: TRUMPET phase 1 (trumpet-digits architecture); rank 0 prints steps per second as JSON."""
+    from invprob.training import distributed
+
+    world = distributed.setup()
+    torch.manual_seed(0)
+    images, _ = training_images()
+    model = shipped_architecture("trumpet-digits")
+    params = list(model.injective.parameters())
+    warm = 3
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(os.environ.get("BENCH_RUN_DIR", Path(tmp) / "run"))  # one directory shared by every rank
+        opts = dict(batch_size=batch_size, progress=False, checkpoint_every=10**6, steps=warm + steps)
+        fit(model, _mse_loss(0.0, 8), images, run, params=params, stop_after=warm, **opts)
+        world.barrier()
+        start = time.perf_counter()
+        fit(model, _mse_loss(0.0, 8), images, run, params=params, resume=True, **opts)
+        seconds = time.perf_counter() - start
+    if world.is_main:
+        print(json.dumps({"processes": world.size, "steps_per_s": steps / seconds}), flush=True)
+    distributed.shutdown()
+
+
+def distributed_benchmark(sizes: list[int], steps: int, batch_size: int) -> None:
+    """Run :func:`distributed_worker` under torchrun for each process count; write the ``distributed`` section."""
+    rates: dict[int, float] = {}
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ, OMP_NUM_THREADS="1", BENCH_RUN_DIR=str(Path(tmp) / "run"))
+            command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", __file__,
+                       "--worker", "--steps", str(steps), "--batch-size", str(batch_size)]
+            out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+        rates[n] = json.loads(out.strip().splitlines()[-1])["steps_per_s"]
+        print(f"{n} process(es): {rates[n]:.3f} steps/s", flush=True)
+    base = rates[sizes[0]] / sizes[0] if sizes[0] == 1 else None
+    lines = ["| processes (1 thread each) | global batch | steps / s | images / s | scaling efficiency |", "|---:|---:|---:|---:|---:|"]
+    for n, rate in rates.items():
+        efficiency = f"{rate / (n * base):.2f}" if base else "—"
+        lines.append(f"| {n} | {batch_size} | {rate:.3f} | {rate * batch_size:.1f} | {efficiency} |")
+    body = (
+        header()
+        + f"- TRUMPET phase 1 (eq. 3) with the trumpet-digits architecture on the digits training set, "
+        f"global batch {batch_size} split over the processes; {steps} timed steps after 3 warm-up steps; "
+        "gloo on CPU, `torchrun --nproc_per_node=N`, OMP_NUM_THREADS=1\n"
+        + f"- load average at the end (the CPU is shared with other jobs): {os.getloadavg()[0]:.1f}\n"
+        + "- scaling efficiency = rate with N processes / (N x rate with 1 process), for the same global batch "
+        "(strong scaling; 1.0 would mean no cost for the gradient all-reduce)\n"
+        + "- the GPU path (nccl, one rank per GPU) was not run: no GPU on this machine\n\n"
+        + "\n".join(lines)
+    )
+    write_section("distributed", "Training on several processes (torchrun, DDP)", body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core CPU)")
+    parser.add_argument("--distributed", default=None, metavar="N,M", help="process counts for the torchrun benchmark")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.worker:
+        return distributed_worker(args.steps, args.batch_size)
+    if args.distributed:
+        return distributed_benchmark([int(n) for n in args.distributed.split(",")], args.steps, args.batch_size)
     torch.manual_seed(0)
     images, source = training_images()
     per_epoch = len(images) // args.batch_size

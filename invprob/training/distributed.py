@@ -142,7 +142,7 @@ def trainable(
         wrapped: nn.Module = module
         if world.size > 1:
             ids = [world.device.index] if world.device.type == "cuda" else None
-            wrapped = nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+            wrapped = nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=False)
         yield Stepper(module, wrapped, world)
     finally:
         for p in frozen:
