@@ -1,41 +1,54 @@
-"""Limited-angle CT uncertainty on ellipse test phantoms: quality, Fourier uncertainty, calibration, time.
+"""Limited-angle CT uncertainty on ellipse phantoms: coverage, width, SNR, time, model error, calibration.
 
-For each of the first ``--n-images`` (20) ellipse test phantoms, measured with ``LimitedAngleCT``
-(30 angles in ``[30°, 150°]``) at 30 dB SNR, the script reconstructs by FBP and iFlow-L (MAP, the
-known sigma and ``lam = 1``) and draws ``--n-samples`` posterior samples with each sampler of
-``--samplers`` (``invprob.apps.ct_uq.reconstruct``). It records, averaged over the phantoms, the SNR of
-FBP / MAP / posterior mean, the wedge energy ratio (Fourier deviation energy per frequency inside
-the missing wedge over outside, ``invprob.uq.wedge_energy_ratio``), and, pooled over every pixel
-of every phantom, the empirical coverage of the pixel-wise central credible intervals at 50 / 80 /
-90 / 95 % (``invprob.uq.coverage``); seconds for the MAP and per posterior sample
-(``Result.seconds / S``, SVI's fit included). Writes the ``ct-uq`` section of
-``benchmarks/BENCHMARKS.md``, and per-phantom records (JSON) and a reliability plot to ``--out``.
+Evaluation phantoms: the first ``--n-eval`` ellipse test phantoms (indices 0, 1, ...); calibration
+phantoms: ``--n-cal`` test-stream phantoms from index 100 on (never evaluated). Each is measured
+with ``LimitedAngleCT`` (30 angles in ``[30°, 150°]``) at 30 dB SNR; each sampler of
+``--samplers`` draws ``--n-samples`` posterior samples (``invprob.apps.ct_uq.reconstruct``, the
+workflow's default options unless ``--quick``); the iFlow-L MAP is computed on the evaluation
+phantoms unless ``--no-map``. Recorded, pooled over every pixel of the evaluation phantoms:
 
-Run: ``python benchmarks/bench_ct_uq.py`` (needs the shipped ``trumpet-ellipses``, or
-``--prior PATH`` to a checkpoint of 1 x N x N images). ``--quick`` checks the script on 3 phantoms
-with about 1/10 of the iterations (not for the record). ``--dry-run`` prints the section instead
-of writing it.
+- raw coverage of the central credible intervals at 50/80/90/95 % and their mean width;
+- calibrated coverage and width: a ``ConformalCalibrator`` fitted on the calibration phantoms
+  (levels a set of K phantoms supports: ``l <= K / (K + 1)``);
+- SNR of FBP, MAP and posterior mean (means over phantoms), seconds for the MAP and per sample;
+- where the error comes from: ``||x - P(x)||`` of the truth (``P`` the prior's projection, the
+  part of the truth the prior cannot represent), the error of the mean ``||x - <X>||`` and the
+  posterior spread ``sqrt(sum_j Var X_j)``; and the reduced chi-square data misfit of the mean.
+
+Finished (phantom, sampler) reconstructions are cached in ``--out`` so an interrupted run
+resumes. Writes the ``ct-uq`` section of ``benchmarks/BENCHMARKS.md`` (unless ``--dry-run``),
+``records.json`` and ``reliability.png`` to ``--out``.
+
+Run: ``python benchmarks/bench_ct_uq.py --n-eval 20 --n-cal 10 --samplers svi,langevin``;
+``--quick`` checks the script on 2 + 2 phantoms with about 1/10 of the iterations (not a record).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.record import header, write_section  # noqa: E402
 from invprob import uq  # noqa: E402
+from invprob.apps.ct_uq import DEFAULT_LEVELS, measure, quality, reconstruct  # noqa: E402
+from invprob.apps.ct_uq.figures import reliability_plot  # noqa: E402
+from invprob.apps.ct_uq.maps import misfit, range_distance  # noqa: E402
+from invprob.apps.ct_uq.reconstruction import Reconstruction  # noqa: E402
+from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET  # noqa: E402
 from invprob.data import load_dataset  # noqa: E402
 from invprob.operators.ct import LimitedAngleCT, default_angles  # noqa: E402
-from invprob.plots import reliability_plot  # noqa: E402
 from invprob.priors.pretrained import load_prior  # noqa: E402
-from invprob.apps.ct_uq import DEFAULT_LEVELS, measure, quality, reconstruct  # noqa: E402
+from invprob.progress import progress  # noqa: E402
 
 SNR_DB = 30.0
 
@@ -43,94 +56,178 @@ SNR_DB = 30.0
 def settings(quick: bool) -> tuple[dict, dict[str, dict]]:
     """iFlow-L options and per-sampler options (the workflow's defaults; ``quick``: about 1/10 of the work)."""
     if not quick:
-        return {}, {"svi": {}, "langevin": {}}
-    return {"iterations": 100}, {"svi": {"steps": 100}, "langevin": {"burn_in": 50, "thin": 2}}
+        return {}, {"svi": {}, "langevin": {}, "pl-mcmc": {}}
+    return {"iterations": 50}, {"svi": {"steps": 100}, "langevin": {"burn_in": 50, "thin": 2},
+                                "pl-mcmc": {"burn_in": 50, "thin": 2}}
 
 
-def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
-    """Reconstruct every phantom with every sampler; return the summary and the per-phantom records."""
+def cached(out: Path, name: str, prior, compute) -> Reconstruction:
+    path = out / "cache" / f"{name}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return Reconstruction.from_arrays({k: data[k] for k in data.files}, prior.device, prior.dtype)
+    rec = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **rec.to_arrays())
+    tmp.replace(path)
+    return rec
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Reconstruct every phantom with every sampler; return per-sampler pooled results and per-phantom records."""
     prior = load_prior(args.prior)
     shape = tuple(prior.data_shape)
     op = LimitedAngleCT(shape, default_angles())
     images = load_dataset("ellipses", split="test", size=shape[-1])
     map_options, sampler_options = settings(args.quick)
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
-    records, samples, truths = [], {s: [] for s in samplers}, []
-    for index in range(args.n_images):
-        truth = images[index].to(dtype=prior.dtype)
-        y, sigma = measure(op, truth, SNR_DB, torch.Generator().manual_seed(index))
-        truths.append(truth)
-        for k, sampler in enumerate(samplers):
-            rec = reconstruct(op, prior, y, sigma, truth=truth, sampler=sampler, n_samples=args.n_samples,
-                              map_options=map_options, sampler_options=sampler_options[sampler], with_map=k == 0,
-                              generator=torch.Generator().manual_seed(1000 + index))
-            scores = quality(rec)
-            if k == 0:
-                map_record = {"fbp": scores["fbp"], "map": scores["map"], "seconds_map": rec.seconds_map}
-            samples[sampler].append(rec.samples)
-            records.append({
-                "image": index, "sampler": sampler, **map_record, "mean": scores["mean"],
-                "wedge_energy_ratio": float(uq.wedge_energy_ratio(rec.samples, op.angles)),
-                "coverage": uq.coverage(rec.samples, truth, DEFAULT_LEVELS).tolist(),
-                "seconds_per_sample": rec.seconds_sampler / rec.samples.shape[0],
-            })
-            print(f"phantom {index} {sampler}: mean SNR {records[-1]['mean']['snr_db']:.2f} dB", file=sys.stderr)
-    truth_stack = torch.stack(truths)
-    summary = {s: uq.coverage(torch.stack(samples[s]), truth_stack, DEFAULT_LEVELS, dim=1).tolist() for s in samplers}
-    return summary, records
+    out = Path(args.out)
+    sets = [("eval", i, i) for i in range(args.n_eval)] + [("cal", CALIBRATION_OFFSET + j, 10_000 + j)
+                                                         for j in range(args.n_cal)]
+    recs: dict[tuple[str, str], list[Reconstruction]] = {(s, kind): [] for s in samplers for kind in ("eval", "cal")}
+    records = []
+    with progress(len(sets) * len(samplers), "bench-ct-uq") as bar:
+        for kind, index, seed in sets:
+            truth = images[index].to(dtype=prior.dtype)
+            y, sigma = measure(op, truth, SNR_DB, torch.Generator().manual_seed(seed))
+            off_range = float((truth - prior.project(truth[None])[0]).norm()) if kind == "eval" else None
+            for k, sampler in enumerate(samplers):
+                with_map = kind == "eval" and k == 0 and not args.no_map
+
+                def compute(sampler=sampler, with_map=with_map, truth=truth, y=y, sigma=sigma, seed=seed):
+                    return reconstruct(op, prior, y, sigma, truth=truth, sampler=sampler, n_samples=args.n_samples,
+                                       map_options=map_options, sampler_options=sampler_options[sampler],
+                                       with_map=with_map, generator=torch.Generator().manual_seed(1000 + seed))
+
+                rec = cached(out, f"{kind}-{index:03d}-{sampler}-{'map' if with_map else 'nomap'}", prior, compute)
+                recs[(sampler, kind)].append(rec)
+                bar.update(stage=f"{kind} {index} {sampler}")
+                if kind != "eval":
+                    continue
+                scores = quality(rec)
+                records.append({
+                    "image": index, "sampler": sampler, "snr": {k2: v["snr_db"] for k2, v in scores.items()},
+                    "seconds_map": rec.seconds_map if with_map else None,
+                    "seconds_per_sample": rec.seconds_sampler / rec.samples.shape[0],
+                    "coverage": uq.coverage(rec.samples, truth, DEFAULT_LEVELS).tolist(),
+                    "wedge_energy_ratio": float(uq.wedge_energy_ratio(rec.samples, op.angles)),
+                    "off_range": off_range, "error_of_mean": float((truth - rec.mean).norm()),
+                    "spread": float(rec.samples.var(0).sum().sqrt()),
+                    "range_distance_of_mean": range_distance(prior, rec.mean),
+                    "misfit_reduced": misfit(op, rec).reduced,
+                })
+    pooled = {}
+    for sampler in samplers:
+        ev, cal = recs[(sampler, "eval")], recs[(sampler, "cal")]
+        samples, truths = torch.stack([r.samples for r in ev]), torch.stack([r.truth for r in ev])
+        entry = {
+            "raw": uq.coverage(samples, truths, DEFAULT_LEVELS, dim=1).tolist(),
+            "raw_width": uq.interval_width(samples, DEFAULT_LEVELS, dim=1).tolist(),
+            "calibrated": None, "calibrated_width": None, "cal_levels": None,
+        }
+        levels = [lv for lv in DEFAULT_LEVELS if cal and uq.min_calibration_phantoms(lv) <= len(cal)]
+        if levels:
+            calibrator = uq.ConformalCalibrator.fit(torch.stack([r.samples for r in cal]),
+                                                    torch.stack([r.truth for r in cal]), levels)
+            calibrator.save(out / f"calibration-{sampler}.json")
+            entry.update(calibrated=calibrator.coverage(samples, truths, dim=1).tolist(),
+                         calibrated_width=calibrator.width(samples, dim=1).tolist(), cal_levels=levels,
+                         scales=list(calibrator.scales))
+        pooled[sampler] = entry
+    return {"pooled": pooled, "records": records}
 
 
-def section(args: argparse.Namespace, coverage: dict[str, list[float]], records: list[dict]) -> str:
+def section(args: argparse.Namespace, results: dict, wall: float) -> str:
     """The markdown of the ``ct-uq`` section."""
-    def mean(sampler: str, pick) -> float:
-        return statistics.fmean(pick(r) for r in records if r["sampler"] == sampler)
+    records, pooled = results["records"], results["pooled"]
 
-    levels = " | ".join(f"cov {level:.0%}" for level in DEFAULT_LEVELS)
+    def mean(sampler: str, pick) -> float:
+        values = [pick(r) for r in records if r["sampler"] == sampler and pick(r) is not None]
+        return statistics.fmean(values) if values else math.nan
+
+    def cells(values, levels=DEFAULT_LEVELS, fmt="{:.3f}") -> str:
+        by = dict(zip(levels, values or []))
+        return " | ".join("—" if lv not in by else fmt.format(by[lv]) for lv in DEFAULT_LEVELS)
+
+    lv = " | ".join(f"{level:.0%}" for level in DEFAULT_LEVELS)
     lines = [
         header(),
-        f"- prior: `{args.prior}`; {args.n_images} ellipse test phantoms; LimitedAngleCT, 30 angles in [30°, 150°], "
-        f"{SNR_DB:g} dB; {args.n_samples} posterior samples per phantom{'; QUICK settings' if args.quick else ''}",
-        "- SNR in dB, means over phantoms; wedge ratio: Fourier deviation energy per frequency inside the missing "
-        "wedge / outside (1 = isotropic); coverage: fraction of all pixels inside their central credible interval "
-        "(calibrated = the nominal level)",
+        f"- torch threads: {torch.get_num_threads()}; wall time {wall / 60:.1f} min (cached reconstructions reused)",
+        f"- prior: `{args.prior}`; evaluation: ellipse test phantoms 0-{args.n_eval - 1}; calibration: "
+        f"{args.n_cal} test-stream phantoms from index {CALIBRATION_OFFSET} (disjoint); LimitedAngleCT, 30 angles "
+        f"in [30°, 150°], {SNR_DB:g} dB; {args.n_samples} posterior samples per phantom"
+        f"{'; QUICK settings (not a record)' if args.quick else ''}",
+        "- coverage: fraction of all evaluation pixels inside their interval (nominal = the level); width: mean "
+        "interval width in image units ([-1, 1] range); calibrated: split-conformal scales fitted on the calibration "
+        "phantoms (— where K calibration phantoms cannot support the level, l > K/(K+1))",
         "",
-        f"| sampler | SNR FBP | SNR MAP | SNR mean | wedge ratio | {levels} | s MAP | s / sample |",
-        "|---|---|---|---|---|" + "---|" * len(DEFAULT_LEVELS) + "---|---|",
+        f"| sampler | intervals | coverage {lv} | width {lv} |",
+        "|---|---|" + "---|" * (2 * len(DEFAULT_LEVELS)),
     ]
-    for sampler, cov in coverage.items():
-        cells = [
-            mean(sampler, lambda r: r["fbp"]["snr_db"]), mean(sampler, lambda r: r["map"]["snr_db"]),
-            mean(sampler, lambda r: r["mean"]["snr_db"]), mean(sampler, lambda r: r["wedge_energy_ratio"]),
-        ]
-        seconds = [mean(sampler, lambda r: r["seconds_map"]), mean(sampler, lambda r: r["seconds_per_sample"])]
+    for sampler, entry in pooled.items():
+        lines.append(f"| {sampler} | raw | {cells(entry['raw'])} | {cells(entry['raw_width'], fmt='{:.3f}')} |")
+        if entry["calibrated"] is not None:
+            lines.append(f"| {sampler} | calibrated | {cells(entry['calibrated'], entry['cal_levels'])} | "
+                         f"{cells(entry['calibrated_width'], entry['cal_levels'])} |")
+    lines += [
+        "",
+        "| sampler | SNR FBP | SNR MAP | SNR mean | s MAP | s / sample | wedge ratio | ‖x − P(x)‖ | ‖x − mean‖ | "
+        "spread | off-range share | χ²/m of mean |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for sampler in pooled:
+        off = mean(sampler, lambda r: r["off_range"])
+        err = mean(sampler, lambda r: r["error_of_mean"])
+        spread = mean(sampler, lambda r: r["spread"])
+        share = mean(sampler, lambda r: (r["off_range"] / r["error_of_mean"]) ** 2)
         lines.append(
-            f"| {sampler} | " + " | ".join(f"{c:.2f}" for c in cells) + " | "
-            + " | ".join(f"{c:.3f}" for c in cov) + f" | {seconds[0]:.1f} | {seconds[1]:.3f} |"
+            f"| {sampler} | {mean(sampler, lambda r: r['snr'].get('fbp')):.2f} | "
+            f"{mean(sampler, lambda r: r['snr'].get('map')):.2f} | {mean(sampler, lambda r: r['snr']['mean']):.2f} | "
+            f"{mean(sampler, lambda r: r['seconds_map']):.1f} | {mean(sampler, lambda r: r['seconds_per_sample']):.3f} | "
+            f"{mean(sampler, lambda r: r['wedge_energy_ratio']):.2f} | {off:.2f} | {err:.2f} | {spread:.2f} | "
+            f"{share:.2f} | {mean(sampler, lambda r: r['misfit_reduced']):.2f} |"
         )
+    lines += [
+        "",
+        "- ‖x − P(x)‖: distance of the truth from the prior's range (what no posterior on the range can represent); "
+        "‖x − mean‖: error of the posterior mean; spread: sqrt(Σ_j Var X_j), the error a calibrated posterior "
+        "expects; off-range share: mean of (‖x − P(x)‖ / ‖x − mean‖)², the part of the squared error off the range; "
+        "χ²/m: ‖y − A mean‖² / (σ² m), 1 for a mean that fits the data to the noise level.",
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prior", default="trumpet-ellipses", help="shipped prior name or checkpoint directory")
-    parser.add_argument("--n-images", type=int, default=20, help="ellipse test phantoms (default: 20)")
-    parser.add_argument("--samplers", default="svi", help="comma-separated: svi, langevin (default: svi)")
+    parser.add_argument("--n-eval", type=int, default=20, help="evaluation phantoms (default: 20)")
+    parser.add_argument("--n-cal", type=int, default=10, help="calibration phantoms (default: 10)")
+    parser.add_argument("--samplers", default="svi,langevin", help="comma-separated: svi, langevin, pl-mcmc")
     parser.add_argument("--n-samples", type=int, default=64, help="posterior samples per phantom (>= 39 for 95 %%)")
-    parser.add_argument("--out", default="runs/bench-ct-uq", help="folder of records.json and reliability.png")
+    parser.add_argument("--no-map", action="store_true", help="skip the iFlow-L MAP")
+    parser.add_argument("--out", default="runs/bench-ct-uq", help="cache, records.json and reliability.png")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
-    parser.add_argument("--quick", action="store_true", help="3 phantoms, ~1/10 of the iterations: a check, not a record")
+    parser.add_argument("--quick", action="store_true", help="2 + 2 phantoms, ~1/10 of the iterations: a check")
     parser.add_argument("--dry-run", action="store_true", help="print the section instead of writing BENCHMARKS.md")
     args = parser.parse_args()
     if args.quick:
-        args.n_images = min(args.n_images, 3)
+        args.n_eval, args.n_cal = min(args.n_eval, 2), min(args.n_cal, 2)
     torch.set_num_threads(args.threads)
-    coverage, records = run(args)
+    start = time.perf_counter()
+    results = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "records.json").write_text(json.dumps({"coverage": coverage, "records": records}, indent=2) + "\n")
-    reliability_plot(DEFAULT_LEVELS, coverage, out / "reliability.png",
-                     title=f"CT, {args.n_images} ellipse phantoms, 30 angles in [30°, 150°]")
-    body = section(args, coverage, records)
+    (out / "records.json").write_text(json.dumps(results, indent=2) + "\n")
+    curves = {}
+    for sampler, entry in results["pooled"].items():
+        curves[f"{sampler}, raw"] = entry["raw"]
+        if entry["calibrated"] is not None:
+            by = dict(zip(entry["cal_levels"], entry["calibrated"]))
+            curves[f"{sampler}, calibrated (K = {args.n_cal})"] = [by.get(lv, math.nan) for lv in DEFAULT_LEVELS]
+    reliability_plot(DEFAULT_LEVELS, curves, out / "reliability.png",
+                     title=f"CT, {args.n_eval} held-out ellipse phantoms, 30 angles in [30°, 150°]")
+    body = section(args, results, time.perf_counter() - start)
     if args.dry_run:
         print(body)
     else:

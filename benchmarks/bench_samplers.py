@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.record import header, write_section  # noqa: E402
 from invprob import uq  # noqa: E402
+from invprob.metrics import snr  # noqa: E402
 from invprob.data.digits import digits_dataset  # noqa: E402
 from invprob.operators import RandomGaussian, from_matrix  # noqa: E402
 from invprob.operators.base import LinearOperator  # noqa: E402
@@ -79,7 +80,7 @@ def run_method(
     """Solve every measurement of ``y`` and summarise against the truth ``x`` (means over images)."""
     result = solve(op, prior, y, method, generator=torch.Generator().manual_seed(0), **opts)
     if result.samples is None:
-        return {"mmse": float(uq.snr(result.x_hat, x, batch_dims=1).mean()), "seconds": result.seconds / len(y)}
+        return {"mmse": float(snr(x, result.x_hat).mean()), "seconds": result.seconds / len(y)}
     n = result.samples.shape[1]
     return {
         "mmse": float(uq.mmse_snr(result.samples, x, dim=1).mean()),

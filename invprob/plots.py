@@ -1,10 +1,11 @@
-"""Figures: image grids for benchmarks and demos, uncertainty maps and reliability diagrams
-(matplotlib, no screen needed)."""
+"""Figures: image grids and panel rows for benchmarks and demos (matplotlib, no screen needed).
+
+The CT uncertainty maps and reliability diagrams live with their workflow, in
+:mod:`invprob.apps.ct_uq.figures`."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,102 +119,6 @@ def _single_channel(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """A ``(C, H, W)`` or ``(H, W)`` map as its first channel ``(H, W)``, float64."""
     a = image.detach().cpu().double().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, dtype=np.float64)
     return a[0] if a.ndim == 3 else a
-
-
-def _outline_wedges(ax: plt.Axes, size: int, wedges: Sequence[tuple[float, float]]) -> None:
-    """Outline each missing wedge ``(start, end)`` (degrees) on a centred ``size x size`` spectrum.
-
-    A frequency of direction ``phi`` (:func:`invprob.uq.frequency_polar`) is drawn at column
-    ``N//2 + r cos(phi)`` and row ``N//2 - r sin(phi)``; rows grow downwards on screen, so in the
-    axes' data coordinates the direction is ``-phi``. The spectrum of a real image is symmetric,
-    so each wedge is drawn twice, at ``phi`` and ``phi + 180``.
-    """
-    from matplotlib.patches import Wedge
-
-    centre, radius = size // 2, size / 2
-    for start, end in wedges:
-        for turn in (0.0, 180.0):
-            outline = Wedge((centre, centre), radius, turn - end, turn - start, fill=False, edgecolor="cyan", linewidth=1.2)
-            ax.add_patch(outline)
-
-
-def uncertainty_figure(
-    images: Mapping[str, torch.Tensor | np.ndarray],
-    uncertainties: Mapping[str, torch.Tensor | np.ndarray],
-    spectrum: torch.Tensor | np.ndarray,
-    path: str | Path,
-    *,
-    wedges: Sequence[tuple[float, float]] = (),
-    spectrum_title: str = "log10 Fourier MAD",
-    title: str | None = None,
-    columns: int = 5,
-    cell_inches: float = 2.2,
-) -> Path:
-    """One PNG with reconstructions, uncertainty maps and a centred log spectrum (paper 000 fig. 3).
-
-    ``images`` (values in ``[-1, 1]``) are drawn in grey on a common scale; each map of
-    ``uncertainties`` gets its own colour scale starting at 0 and a colour bar; ``spectrum`` (a
-    centred log-magnitude map, e.g. of :func:`invprob.uq.fourier_deviation`) is drawn last with
-    the missing ``wedges`` (degrees, see :func:`invprob.uq.missing_wedges`) outlined. Multi-channel
-    maps show their first channel.
-    """
-    panels = len(images) + len(uncertainties) + 1
-    cols = min(columns, panels)
-    rows = math.ceil(panels / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cell_inches * cols, cell_inches * rows), squeeze=False)
-    flat = list(axes.flat)
-    for ax in flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax, (label, image) in zip(flat, images.items()):
-        ax.imshow(to_display(_single_channel(image)), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(label, fontsize=8)
-    for ax, (label, value) in zip(flat[len(images) :], uncertainties.items()):
-        a = _single_channel(value)
-        shown = ax.imshow(a, cmap="magma", vmin=0, vmax=max(float(a.max()), 1e-12))
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
-        ax.set_title(label, fontsize=8)
-    ax = flat[panels - 1]
-    s = _single_channel(spectrum)
-    shown = ax.imshow(s, cmap="viridis")
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
-    _outline_wedges(ax, s.shape[-1], wedges)
-    ax.set_xlim(-0.5, s.shape[-1] - 0.5)
-    ax.set_ylim(s.shape[-2] - 0.5, -0.5)
-    ax.set_title(spectrum_title, fontsize=8)
-    for ax in flat[panels:]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def reliability_plot(
-    levels: Sequence[float],
-    coverages: Mapping[str, Sequence[float]],
-    path: str | Path,
-    *,
-    title: str = "calibration of central credible intervals",
-) -> Path:
-    """Reliability diagram: empirical coverage of each curve in ``coverages`` against the nominal ``levels``.
-
-    Points on the diagonal mean calibrated intervals; below it, overconfident ones (the truth
-    falls outside the ``l`` interval more often than ``1 - l``).
-    """
-    fig, ax = plt.subplots(figsize=(3.6, 3.4))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
-    for label, values in coverages.items():
-        ax.plot(list(levels), list(values), marker="o", label=label)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("nominal level", fontsize=8)
-    ax.set_ylabel("empirical coverage", fontsize=8)
-    ax.set_title(title, fontsize=9)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:

@@ -13,7 +13,7 @@ from invprob import uq
 from invprob.cli import main
 from invprob.operators.ct import LimitedAngleCT, default_angles
 from invprob.priors import TRUMPET, LinearGaussianPrior
-from invprob.apps.ct_uq import FILES, MAP_KEYS, SUMMARY_KEYS, ct_workflow, parse_angles
+from invprob.apps.ct_uq import FILES, MAP_KEYS, SUMMARY_KEYS, ct_workflow, load_phantom, parse_angles, parse_levels
 
 SIZE = 16
 ANGLES = [30.0, 45.0, 60.0, 75.0, 90.0, 105.0, 120.0, 135.0, 150.0]
@@ -70,10 +70,13 @@ def test_missing_wedge_is_where_the_default_scan_puts_no_energy():
 
 
 def test_missing_wedges():
-    assert uq.missing_wedges(default_angles()) == [(150.0, 210.0)]
-    assert uq.missing_wedges([30, 60, 90, 120, 150]) == [(150.0, 210.0)]
+    assert uq.missing_wedges(default_angles()) == [(150.0, 30.0)]  # [0, 180) like the angles, wrapping through 0
+    assert uq.missing_wedges([30, 60, 90, 120, 150]) == [(150.0, 30.0)]
     assert uq.missing_wedges(np.arange(0, 180, 6.0)) == []
-    assert uq.missing_wedges([0.0, 10.0, 20.0, 100.0, 110.0, 120.0]) == [(20.0, 100.0), (120.0, 180.0)]
+    assert uq.missing_wedges([0.0, 10.0, 20.0, 100.0, 110.0, 120.0]) == [(20.0, 100.0), (120.0, 0.0)]
+    assert [uq.wedge_width(w) for w in uq.missing_wedges([0.0, 10.0, 20.0, 100.0, 110.0, 120.0])] == [80.0, 60.0]
+    for wedge in uq.missing_wedges([5.0, 15.0, 25.0, 35.0, 45.0]):
+        assert all(0 <= a < 180 for a in wedge)
     with pytest.raises(ValueError, match=r"\[0, 180\)"):
         uq.missing_wedges([10.0, 190.0])
     with pytest.raises(ValueError, match="at least one angle"):
@@ -151,8 +154,8 @@ def test_coverage_says_when_there_are_too_few_samples():
 # --- the workflow ---------------------------------------------------------------------------------
 
 
-def test_ct_workflow_end_to_end_writes_maps_figure_and_summary(tiny_prior, tmp_path):
-    result = ct_workflow("ellipses:3", out=tmp_path, prior=tiny_prior, calibration=2, **FAST)
+def test_ct_workflow_end_to_end_writes_maps_figure_summary_and_calibrator(tiny_prior, tmp_path):
+    result = ct_workflow("ellipses:3", out=tmp_path, prior=tiny_prior, evaluation=2, calibrate=4, **FAST)
     for key, name in FILES.items():
         assert (tmp_path / name).is_file() and result.files[key] == tmp_path / name
     assert (tmp_path / FILES["figure"]).stat().st_size > 10_000
@@ -160,46 +163,116 @@ def test_ct_workflow_end_to_end_writes_maps_figure_and_summary(tiny_prior, tmp_p
         assert set(maps.files) == set(MAP_KEYS)
         assert maps["samples"].shape == (10, 1, SIZE, SIZE)
         assert maps["mad_p1"].shape == maps["fourier_mad"].shape == (1, SIZE, SIZE)
+        assert maps["calibrated_lo"].shape == (2, 1, SIZE, SIZE) and (maps["calibrated_lo"] <= maps["calibrated_hi"]).all()
         np.testing.assert_allclose(maps["mad_p2"], maps["samples"].var(0), rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(maps["abs_error"], np.abs(maps["mean"] - maps["truth"]), atol=1e-6)
     summary = json.loads((tmp_path / FILES["summary"]).read_text())
     assert tuple(summary) == SUMMARY_KEYS
     assert summary["phantom"] == "ellipses test phantom 3"
-    assert summary["missing_wedges_deg"] == [[150.0, 210.0]]
+    assert summary["missing_wedges_deg"] == [[150.0, 30.0]] and summary["angle_range_deg"] == [30.0, 150.0]
     assert set(summary["metrics"]) == {"fbp", "map", "mean"}
     assert set(summary["metrics"]["map"]) == {"snr_db", "psnr_db", "ssim"}
     assert summary["wedge_energy_ratio"] > 0
+    assert set(summary["reach"]) >= {"out_of_reach", "reason", "misfit"} and summary["reach"]["misfit"]["dof"] == 9 * SIZE
+    cov = summary["coverage"]
+    assert cov["levels"] == [0.5, 0.8] and len(cov["raw"]) == len(cov["calibrated"]) == len(cov["raw_width"]) == 2
+    assert cov["phantoms"] == ["phantom", "ellipses test phantom 0", "ellipses test phantom 1"]
+    assert cov["n_pixels"] == 3 * SIZE * SIZE and len(cov["per_phantom_raw"]) == 3
+    assert all(0 <= c <= 1 for c in cov["raw"] + cov["calibrated"])
     cal = summary["calibration"]
-    assert cal["levels"] == [0.5, 0.8] and len(cal["coverage"]) == 2
-    assert cal["phantoms"] == ["phantom", "ellipses test phantom 0", "ellipses test phantom 1"]
-    assert cal["n_pixels"] == 3 * SIZE * SIZE and len(cal["per_phantom"]) == 3
-    assert all(0 <= c <= 1 for c in cal["coverage"])
+    assert cal["n_phantoms"] == 4 and cal["phantoms"] == [f"ellipses test phantom {i}" for i in range(100, 104)]
+    assert cal["fitted_here"] and len(cal["scales"]) == 2
     assert set(summary["seconds"]) == {"map", "sampler", "per_sample", "calibration"}
+    assert summary["resumed_stages"] == []
+    loaded = uq.ConformalCalibrator.load(tmp_path / FILES["calibrator"])
+    assert loaded.scales == result.calibrator.scales and len(loaded.misfit) == 4
 
 
-def test_ct_workflow_is_calibrated_when_the_prior_is_the_truth(tmp_path):
-    """Phantoms drawn from a linear-Gaussian prior, exact-target MALA: coverage near the nominal levels."""
+@pytest.fixture(scope="module")
+def gaussian_world(tmp_path_factory):
+    """A linear-Gaussian prior, phantoms drawn from it, exact-target MALA, and a calibrator fitted on 10 of them."""
     prior = LinearGaussianPrior(0.3 * torch.randn(SIZE * SIZE, 8, generator=gen(12)), data_shape=(1, SIZE, SIZE))
-    truths = prior.sample(20, generator=gen(13))
-    options = {"n_chains": 4, "burn_in": 300, "thin": 5, "step_size": 1e-3}
-    result = ct_workflow(truths[0], prior=prior, calibration=truths[1:], out=tmp_path, angles=ANGLES, sampler="langevin",
-                         n_samples=40, levels=(0.5, 0.8, 0.9), map_options={"iterations": 3}, sampler_options=options)
-    cal = result.summary["calibration"]
-    assert len(cal["phantoms"]) == 20
-    np.testing.assert_allclose(cal["coverage"], [0.5, 0.8, 0.9], atol=0.06)
+    truths = prior.sample(21, generator=gen(13))
+    run = dict(prior=prior, angles=ANGLES, sampler="langevin", n_samples=40, levels=(0.5, 0.8, 0.9),
+               map_options={"iterations": 3},
+               sampler_options={"n_chains": 4, "burn_in": 300, "thin": 5, "step_size": 1e-3})
+    out = tmp_path_factory.mktemp("gaussian")
+    result = ct_workflow(truths[0], out=out, evaluation=truths[1:11], calibrate=truths[11:21], **run)
+    return run, result, out
+
+
+def test_ct_workflow_is_calibrated_when_the_prior_is_the_truth(gaussian_world):
+    """Raw MALA intervals of the true posterior are calibrated already; the conformal scales keep them so."""
+    _, result, _ = gaussian_world
+    cov = result.summary["coverage"]
+    assert len(cov["phantoms"]) == 11
+    np.testing.assert_allclose(cov["raw"], [0.5, 0.8, 0.9], atol=0.06)
+    np.testing.assert_allclose(cov["calibrated"], [0.5, 0.8, 0.9], atol=0.08)
+    assert not result.summary["reach"]["out_of_reach"] and result.summary["calibration"]["claimed_for_this_input"]
+
+
+def test_an_input_unlike_the_prior_is_flagged_out_of_reach(gaussian_world, tmp_path, capsys):
+    """A Shepp-Logan slice lies far off the 8-dimensional range of the prior: its data misfit gives it away."""
+    run, _, out = gaussian_world
+    result = ct_workflow("shepp-logan", out=tmp_path, calibrate=out / FILES["calibrator"], **run)
+    reach = result.summary["reach"]
+    assert reach["out_of_reach"] and reach["misfit"]["reduced"] > 10 * reach["reference_max"]
+    assert not result.summary["calibration"]["claimed_for_this_input"]
+    assert "not claimed" in result.summary["calibration"]["note"]
+    assert json.loads((tmp_path / FILES["summary"]).read_text())["reach"]["out_of_reach"] is True
 
 
 def test_ct_workflow_with_langevin_and_a_given_measurement(tiny_prior, tmp_path):
     op = LimitedAngleCT((1, SIZE, SIZE), ANGLES)
     y = op(torch.zeros(1, 1, SIZE, SIZE))[0] + 0.1 * torch.randn(op.out_shape, generator=gen(11))
     options = dict(FAST, sampler_options={"n_chains": 2, "burn_in": 2, "thin": 1, "step_size": 1e-5})
-    result = ct_workflow(measurement=y.numpy(), sigma=0.1, sampler="langevin", calibration=0, out=tmp_path,
-                         prior=tiny_prior, **options)
+    result = ct_workflow(measurement=y.numpy(), sigma=0.1, sampler="langevin", out=tmp_path, prior=tiny_prior, **options)
     summary = result.summary
-    assert summary["metrics"] is None and summary["calibration"] is None and summary["snr_db"] is None
-    assert summary["sampler"] == "langevin" and summary["n_samples"] == 10
+    assert summary["metrics"] is None and summary["coverage"] is None and summary["snr_db"] is None
+    assert summary["calibration"] is None and summary["sampler"] == "langevin" and summary["n_samples"] == 10
     assert "truth" not in result.maps and "abs_error" not in result.maps
     assert not (tmp_path / FILES["reliability"]).exists() and (tmp_path / FILES["figure"]).is_file()
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    prior = LinearGaussianPrior(0.3 * torch.randn(SIZE * SIZE, 4, generator=gen(40)), data_shape=(1, SIZE, SIZE))
+    run = dict(prior=prior, angles=ANGLES, sampler="langevin", n_samples=10, levels=(0.5, 0.8), evaluation=2,
+               calibrate=4, map_options={"iterations": 2},
+               sampler_options={"n_chains": 2, "burn_in": 5, "thin": 1, "step_size": 1e-3})
+    reference = ct_workflow("ellipses:5", out=tmp_path / "reference", **run)
+    from invprob.apps.ct_uq import calibrate as calibrate_module
+    from invprob.apps.ct_uq import workflow as workflow_module
+
+    real = calibrate_module.reconstruct
+    calls, fail_at = [], [4]
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) in fail_at:
+            raise Interrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibrate_module, "reconstruct", flaky)
+    monkeypatch.setattr(workflow_module, "reconstruct", flaky)
+    with pytest.raises(Interrupt):
+        ct_workflow("ellipses:5", out=tmp_path / "run", **run)
+    assert len(list((tmp_path / "run" / "stages").glob("*.npz"))) == 3  # phantom, 2 evaluation phantoms
+    assert not (tmp_path / "run" / FILES["summary"]).exists()
+    calls.clear()
+    fail_at.clear()
+    resumed = ct_workflow("ellipses:5", out=tmp_path / "run", **run)
+    assert len(calls) == 4  # only the 4 calibration phantoms were left
+    assert resumed.summary["resumed_stages"] == ["phantom", "evaluation-000", "evaluation-001"]
+    np.testing.assert_array_equal(resumed.maps["samples"], reference.maps["samples"])
+    assert resumed.summary["coverage"] == reference.summary["coverage"]
+    assert resumed.calibrator.scales == reference.calibrator.scales
+    calls.clear()
+    ct_workflow("ellipses:5", out=tmp_path / "run", **dict(run, n_samples=12))  # other settings: start afresh
+    assert len(calls) == 7
 
 
 def test_ct_workflow_rejects_bad_inputs(tiny_prior, tmp_path):
@@ -232,19 +305,111 @@ def test_ct_workflow_rejects_bad_inputs(tiny_prior, tmp_path):
         ct_workflow(prior=LinearGaussianPrior(torch.randn(32, 4), data_shape=(1, 4, 8)), out=tmp_path)
     with pytest.raises(ValueError, match="sampler"):
         ct_workflow(sampler="mcmc", **run)
-    with pytest.raises(ValueError, match="calibration"):
-        ct_workflow(calibration=100, **run)
-    with pytest.raises(ValueError, match="calibration"):
-        ct_workflow(calibration=torch.zeros(2, 1, 8, 8), **run)
-    assert not any(tmp_path.glob("*.png"))
+    with pytest.raises(ValueError, match="evaluation"):
+        ct_workflow(evaluation=100, **run)
+    with pytest.raises(ValueError, match="evaluation"):
+        ct_workflow(evaluation=torch.zeros(2, 1, 8, 8), **run)
+    with pytest.raises(ValueError, match="calibrate: 3 phantom.*80%.*at least 4"):
+        ct_workflow(calibrate=3, **run)
+    with pytest.raises(uq.CalibrationError, match="no such file"):
+        ct_workflow(calibrate=str(tmp_path / "missing.json"), **run)
+    assert not any(tmp_path.glob("*.png")) and not (tmp_path / "stages").exists()
 
 
-def test_parse_angles():
+def test_parse_angles_and_levels():
     np.testing.assert_allclose(parse_angles("30:150:30"), default_angles())
     np.testing.assert_allclose(parse_angles("0, 45,90"), [0.0, 45.0, 90.0])
     for bad in ("30:150", "a,b", "0:90:0"):
         with pytest.raises(ValueError, match="angles"):
             parse_angles(bad)
+    assert parse_levels("0.5,0.9") == (0.5, 0.9)
+    with pytest.raises(ValueError, match="levels: .*'abc'"):
+        parse_levels("0.5,abc")
+    with pytest.raises(ValueError, match="levels"):
+        parse_levels(" , ")
+
+
+# --- DICOM ----------------------------------------------------------------------------------------
+
+
+def write_dicom(path, stored, *, slope=1.0, intercept=-1024.0, frames=None, syntax=None, pixels=True):
+    """A CT slice as pydicom writes it: int16 stored values, Hounsfield units = slope * stored + intercept."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = CTImageStorage, meta.MediaStorageSOPInstanceUID, "CT"
+    ds.Rows, ds.Columns = stored.shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept, ds.PixelSpacing = slope, intercept, [0.5, 0.5]
+    if frames:
+        ds.NumberOfFrames = frames
+    if pixels:
+        if syntax is not None and syntax.is_compressed:
+            ds.PixelData = pydicom.encaps.encapsulate([b"\x00\x01" * 64])
+        else:
+            ds.PixelData = stored.astype("<i2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_round_trip_hounsfield_window_and_resize(tmp_path):
+    hu = np.full((32, 32), -1000.0)  # air
+    hu[8:24, 8:24] = 0.0  # water
+    hu[12:20, 12:20] = 500.0  # bone
+    path = write_dicom(tmp_path / "scan.dcm", ((hu + 1024.0) / 2.0).round(), slope=2.0, intercept=-1024.0)
+    from invprob.data.dicom import read_dicom
+
+    dicom = read_dicom(path)
+    np.testing.assert_allclose(dicom.hu, hu)
+    assert dicom.pixel_spacing_mm == (0.5, 0.5)
+    truth, label = load_phantom(path, (1, 32, 32))
+    assert truth.shape == (1, 32, 32) and "scan.dcm" in label and "-1000..1000 HU" in label
+    np.testing.assert_allclose(truth[0, 0, 0], -1.0)
+    np.testing.assert_allclose(truth[0, 10, 10], 0.0, atol=1e-6)
+    np.testing.assert_allclose(truth[0, 16, 16], 0.5, atol=1e-6)
+    narrow, _ = load_phantom(path, (1, 32, 32), window=(-100.0, 100.0))
+    assert float(narrow[0, 16, 16]) == 1.0 and float(narrow[0, 10, 10]) == pytest.approx(0.0, abs=1e-6)
+    half, _ = load_phantom(path, (1, SIZE, SIZE))  # a factor 2: no warning
+    assert half.shape == (1, SIZE, SIZE) and float(half.min()) >= -1 and float(half.max()) <= 1
+    with pytest.warns(UserWarning, match="resized from 32x32 to the prior's 8x8"):
+        load_phantom(path, (1, 8, 8))
+
+
+def test_dicom_bad_files_give_one_line_errors(tmp_path, monkeypatch):
+    pytest.importorskip("pydicom")
+    from pydicom.uid import JPEG2000Lossless
+
+    stored = np.zeros((2, 16, 16))
+    cases = {
+        "multi.dcm": (dict(frames=2), "multi-frame DICOM with 2 frames"),
+        "report.dcm": (dict(pixels=False), "holds no image"),
+        "compressed.dcm": (dict(syntax=JPEG2000Lossless), "cannot decode the pixel data"),
+    }
+    for name, (options, words) in cases.items():
+        path = write_dicom(tmp_path / name, stored if "frames" in options else stored[0], **options)
+        with pytest.raises(ValueError, match=words) as info:
+            load_phantom(path, (1, SIZE, SIZE))
+        assert "\n" not in str(info.value)
+    (tmp_path / "text.dcm").write_text("not a DICOM file")
+    with pytest.raises(ValueError, match="not a DICOM file"):
+        load_phantom(tmp_path / "text.dcm", (1, SIZE, SIZE))
+    wide = write_dicom(tmp_path / "wide.dcm", np.zeros((16, 32)))
+    with pytest.raises(ValueError, match="square"):
+        load_phantom(wide, (1, SIZE, SIZE))
+    monkeypatch.setitem(__import__("sys").modules, "pydicom", None)
+    with pytest.raises(ImportError, match=r"invprob\[dicom\]"):
+        load_phantom(wide, (1, SIZE, SIZE))
+
+
+# --- the command line -----------------------------------------------------------------------------
 
 
 def test_cli_uq_ct(tiny_prior, tmp_path, capsys):
@@ -253,15 +418,21 @@ def test_cli_uq_ct(tiny_prior, tmp_path, capsys):
     common = ["uq-ct", "--prior", str(tmp_path / "prior"), "--angles", "30:150:9", "--n-samples", "10",
               "--levels", "0.5,0.8", "--map-opt", "iterations=2", "--sampler-opt", "steps=2",
               "--sampler-opt", "batch_size=2", "--out", str(out), "--quiet"]
-    assert main([*common, "--phantom", "shepp-logan", "--calibration", "1"]) == 0
+    assert main([*common, "--phantom", "shepp-logan", "--eval-phantoms", "1", "--calibrate", "4"]) == 0
     printed = capsys.readouterr().out
-    assert "coverage over 2 phantom(s)" in printed and "inside / outside the missing wedge" in printed
+    assert "raw coverage over 2 phantom(s)" in printed and "calibrated coverage over 2 phantom(s)" in printed
+    assert "inside / outside the unmeasured wedge" in printed and "prior's reach" in printed
+    assert f"figure: {out / FILES['figure']}" in printed and f"summary (JSON): {out / FILES['summary']}" in printed
     assert json.loads((out / FILES["summary"]).read_text())["phantom"] == "Shepp-Logan phantom"
-    assert main([*common, "--snr", "-3"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("invprob: error: snr_db") and err.count("\n") == 1
-    assert main([*common, "--angles", "10,200"]) == 1
-    assert "[0, 180)" in capsys.readouterr().err
+    assert main([*common, "--phantom", "shepp-logan", "--eval-phantoms", "1", "--calibrate", "4"]) == 0
+    assert "resumed 6 finished stage(s)" in capsys.readouterr().out
+    assert main([*common, "--calibrate", str(out / FILES["calibrator"]), "--out", str(tmp_path / "again")]) == 0
+    assert "calibrated coverage over 1 phantom(s)" in capsys.readouterr().out
+    for bad, words in ((["--snr", "-3"], "snr_db"), (["--angles", "10,200"], "[0, 180)"),
+                       (["--levels", "0.5,abc"], "levels"), (["--calibrate", "2"], "at least 4")):
+        assert main([*common, *bad]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("invprob: error: ") and words in err and err.count("\n") == 1, err
 
 
 def test_cli_uq_ct_help_names_every_option(capsys):
@@ -270,5 +441,6 @@ def test_cli_uq_ct_help_names_every_option(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for option in ("--phantom", "--measurement", "--sigma", "--prior", "--angles", "--snr", "--sampler",
-                   "--n-samples", "--calibration", "--levels", "--map-opt", "--sampler-opt", "--seed", "--out"):
+                   "--n-samples", "--eval-phantoms", "--calibrate", "--levels", "--window-low", "--map-opt",
+                   "--sampler-opt", "--seed", "--out"):
         assert option in text

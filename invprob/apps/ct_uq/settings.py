@@ -1,0 +1,117 @@
+"""Settings of the CT workflow: defaults, parsing of command-line values, validation, sampler options."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ... import uq
+from ..._checks import check_float, check_int
+from ...operators.ct import default_angles
+
+DEFAULT_PRIOR = "trumpet-ellipses"
+DEFAULT_LEVELS = uq.DEFAULT_LEVELS
+SAMPLERS = ("svi", "langevin", "pl-mcmc")
+MAP_METHOD = "iflow-l"
+DATA_RANGE = 2.0
+"""Span of image values (``[-1, 1]``) used by PSNR and SSIM."""
+N_TEST_ELLIPSES = 100
+"""Ellipse test phantoms ``0..99`` form the evaluation pool."""
+CALIBRATION_OFFSET = N_TEST_ELLIPSES
+"""Calibration phantom ``j`` is test-stream ellipse ``100 + j``: never one of the evaluation pool's."""
+
+
+def parse_angles(text: str) -> np.ndarray:
+    """Angles in degrees from ``"FIRST:LAST:COUNT"`` (``COUNT`` evenly spaced, ends included) or ``"a,b,c"``.
+
+    Example:
+        >>> parse_angles("30:150:5").tolist()
+        [30.0, 60.0, 90.0, 120.0, 150.0]
+    """
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            return np.array([float(a) for a in text.split(",") if a.strip()])
+        if len(parts) != 3:
+            raise ValueError(text)
+        first, last, count = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(
+            f"angles: expected FIRST:LAST:COUNT (e.g. 30:150:30) or a comma-separated list, got {text!r}"
+        ) from None
+    if count < 1:
+        raise ValueError(f"angles: COUNT must be at least 1, got {count}")
+    return default_angles(count, first, last)
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """Nominal levels from ``"0.5,0.8,0.9"``; a one-line error names the entry that is not a number.
+
+    Example:
+        >>> parse_levels("0.5, 0.9")
+        (0.5, 0.9)
+    """
+    levels = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        try:
+            levels.append(float(item))
+        except ValueError:
+            raise ValueError(f"levels: expected comma-separated numbers in (0, 1), e.g. 0.5,0.9; got {item.strip()!r} "
+                             f"in {text!r}") from None
+    if not levels:
+        raise ValueError(f"levels: expected at least one number in (0, 1), got {text!r}")
+    return tuple(levels)
+
+
+def check_settings(snr_db: float, sampler: str, n_samples: int, levels: Sequence[float]) -> tuple[float, ...]:
+    """Validate the workflow's scalar settings; return the levels as sorted floats.
+
+    ``snr_db`` must be a finite number > 0, ``sampler`` one of :data:`SAMPLERS`, and ``n_samples``
+    large enough for the highest level (:func:`invprob.uq.min_samples_for_level`).
+    """
+    check_float(snr_db, "snr_db", minimum=0, strict=True)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: expected one of {SAMPLERS}, got {sampler!r}")
+    n_samples = check_int(n_samples, "n_samples", minimum=2)
+    levels = tuple(sorted(set(uq.check_levels(levels, "levels"))))
+    needed = uq.min_samples_for_level(max(levels))
+    if n_samples < needed:
+        raise ValueError(
+            f"n_samples: {n_samples} posterior samples are too few for a {max(levels):.0%} central credible interval "
+            f"(S samples span at most (S-1)/(S+1) of the posterior); use at least {needed} or lower the levels"
+        )
+    return levels
+
+
+def default_sampler_options(
+    sampler: str, sigma: float, n_samples: int, user: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Options of the sampler: the workflow's defaults updated by ``user``.
+
+    ``"svi"``: the known ``sigma``, ``n_samples`` and the solver's own defaults (1000 Adam steps,
+    ``beta = 1``, i.e. the plain KL). ``"langevin"``: MALA (``adjusted``) with the step adapted
+    towards 57 % acceptance during 500 burn-in steps, 4 chains thinned by 10. ``"pl-mcmc"``: the
+    solver's defaults with 4 chains. The chain samplers keep ``ceil(n_samples / n_chains)``
+    states per chain.
+
+    Example:
+        >>> default_sampler_options("langevin", 0.1, 64)["n_samples"]
+        16
+    """
+    user = dict(user or {})
+    if "n_samples" in user:
+        raise ValueError("sampler_options: give the number of samples as n_samples of the workflow, not as an option")
+    if sampler == "svi":
+        return {"sigma": sigma, "n_samples": n_samples, **user}
+    if sampler == "langevin":
+        options = {"sigma": sigma, "adjusted": True, "target_acceptance": 0.57, "step_size": 1e-4,
+                   "n_chains": 4, "burn_in": 500, "thin": 10, **user}
+    else:
+        options = {"sigma": sigma, "n_chains": 4, **user}
+    options["n_samples"] = math.ceil(n_samples / check_int(options["n_chains"], "n_chains", minimum=1))
+    return options
