@@ -272,5 +272,7 @@ def test_residual_chi2_accepts_the_truth_and_flags_an_image_the_data_refute():
     relaxed = uq.reach_check(wrong, reference=[1.0, 2.0 * wrong.reduced])
     assert not relaxed.out_of_reach and relaxed.conformal_p_value == pytest.approx(2 / 3)
     assert uq.reach_check(wrong, reference=[1.0, 1.1]).out_of_reach
+    assert not uq.reach_check(wrong, reference=[1.0, wrong.reduced / 1.2]).out_of_reach  # within the 1.5 margin
+    assert uq.reach_check(wrong, reference=[1.0, wrong.reduced / 1.2], margin=1.1).out_of_reach
     with pytest.raises(ValueError, match="sigma"):
         uq.residual_chi2(op, truth, y, 0.0)

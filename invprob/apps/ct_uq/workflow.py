@@ -289,7 +289,7 @@ def _write_outputs(
             curves[f"calibrated (conformal, K = {calibrator.n_phantoms})"] = [
                 float("nan") if c is None else c for c in coverage["calibrated"]]
         reliability_plot(coverage["levels"], curves, files["reliability"],
-                         title=f"{label}: coverage of pixel-wise intervals on {n} evaluation phantom(s)")
+                         title=f"{label}\ncoverage of pixel-wise intervals, {n} evaluation phantom(s)")
     if calibrator is None:
         del files["calibrator"]
     else:
