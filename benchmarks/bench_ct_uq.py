@@ -26,6 +26,7 @@ Run: ``python benchmarks/bench_ct_uq.py --n-eval 20 --n-cal 10 --samplers svi,la
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -70,8 +71,9 @@ def settings(args: argparse.Namespace) -> tuple[dict, dict[str, dict]]:
     return map_options, options
 
 
-def cached(out: Path, name: str, prior, compute) -> Reconstruction:
-    path = out / "cache" / f"{name}.npz"
+def cached(out: Path, key: str, name: str, prior, compute) -> Reconstruction:
+    """The reconstruction ``name`` under the settings ``key``: loaded if an earlier run finished it, else computed."""
+    path = out / "cache" / key / f"{name}.npz"
     if path.is_file():
         with np.load(path) as data:
             return Reconstruction.from_arrays({k: data[k] for k in data.files}, prior.device, prior.dtype)
@@ -83,6 +85,11 @@ def cached(out: Path, name: str, prior, compute) -> Reconstruction:
     return rec
 
 
+def _project(prior, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return prior.project(x[None])[0]
+
+
 def run(args: argparse.Namespace) -> dict:
     """Reconstruct every phantom with every sampler; return per-sampler pooled results and per-phantom records."""
     prior = load_prior(args.prior)
@@ -92,6 +99,8 @@ def run(args: argparse.Namespace) -> dict:
     map_options, sampler_options = settings(args)
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     out = Path(args.out)
+    key = hashlib.sha256(json.dumps([args.prior, args.n_samples, map_options, sampler_options], sort_keys=True)
+                         .encode()).hexdigest()[:12]
     sets = [("eval", i, i) for i in range(args.n_eval)] + [("cal", CALIBRATION_OFFSET + j, 10_000 + j)
                                                          for j in range(args.n_cal)]
     recs: dict[tuple[str, str], list[Reconstruction]] = {(s, kind): [] for s in samplers for kind in ("eval", "cal")}
@@ -100,7 +109,7 @@ def run(args: argparse.Namespace) -> dict:
         for kind, index, seed in sets:
             truth = images[index].to(dtype=prior.dtype)
             y, sigma = measure(op, truth, SNR_DB, torch.Generator().manual_seed(seed))
-            off_range = float((truth - prior.project(truth[None])[0]).norm()) if kind == "eval" else None
+            off_range = None if kind != "eval" else float((truth - _project(prior, truth)).norm())
             for k, sampler in enumerate(samplers):
                 with_map = kind == "eval" and k == 0 and not args.no_map
 
@@ -109,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
                                        map_options=map_options, sampler_options=sampler_options[sampler],
                                        with_map=with_map, generator=torch.Generator().manual_seed(1000 + seed))
 
-                rec = cached(out, f"{kind}-{index:03d}-{sampler}-{'map' if with_map else 'nomap'}", prior, compute)
+                rec = cached(out, key, f"{kind}-{index:03d}-{sampler}-{'map' if with_map else 'nomap'}", prior, compute)
                 recs[(sampler, kind)].append(rec)
                 bar.update(stage=f"{kind} {index} {sampler}")
                 if kind != "eval":

@@ -444,3 +444,35 @@ def test_cli_uq_ct_help_names_every_option(capsys):
                    "--n-samples", "--eval-phantoms", "--calibrate", "--levels", "--window-low", "--map-opt",
                    "--sampler-opt", "--seed", "--out"):
         assert option in text
+
+
+def test_model_error_sigma_measures_what_the_prior_cannot_represent(tmp_path, monkeypatch):
+    from invprob.apps.ct_uq.reconstruction import effective_sigma, model_error_sigma
+
+    prior = LinearGaussianPrior(0.3 * torch.randn(SIZE * SIZE, 4, generator=gen(50)), data_shape=(1, SIZE, SIZE))
+    op = LimitedAngleCT((1, SIZE, SIZE), ANGLES)
+    on_range = prior.sample(6, generator=gen(51))
+    assert model_error_sigma(op, prior, on_range) < 1e-4  # the prior represents its own samples exactly
+    off = on_range + 0.2 * torch.randn(on_range.shape, generator=gen(52))
+    residual = op(off - prior.project(off))
+    expected = float(residual.pow(2).mean().sqrt())
+    assert model_error_sigma(op, prior, off) == pytest.approx(expected, rel=1e-4)
+    assert effective_sigma(0.3, 0.4) == pytest.approx(0.5) and effective_sigma(0.3, None) == 0.3
+    from invprob.apps.ct_uq import reconstruction as module
+
+    seen = {}
+    real = module.solve
+
+    def spy(op_, prior_, y_, method, **options):
+        seen[method] = options["sigma"]
+        return real(op_, prior_, y_, method, **options)
+
+    monkeypatch.setattr(module, "solve", spy)
+    run = dict(prior=prior, angles=ANGLES, sampler="langevin", n_samples=10, levels=(0.5,), map_options={"iterations": 2},
+               sampler_options={"n_chains": 2, "burn_in": 2, "thin": 1, "step_size": 1e-3})
+    result = ct_workflow(on_range[0], out=tmp_path / "wider", model_error=0.5, **run)
+    sigma = result.reconstruction.sigma  # the measurement's own noise std is kept and reported
+    assert result.summary["model_error_sigma"] == 0.5 and result.summary["sigma"] == sigma
+    assert seen == {"iflow-l": pytest.approx(effective_sigma(sigma, 0.5)), "langevin": pytest.approx(effective_sigma(sigma, 0.5))}
+    with pytest.raises(ValueError, match="model_error"):
+        ct_workflow(on_range[0], out=tmp_path / "bad", model_error="big", **run)

@@ -15,6 +15,16 @@ def _calibrate(text: str) -> int | str:
         return text
 
 
+def _model_error(text: str | None) -> float | str | None:
+    """``--model-error``: ``auto``, a number, or absent."""
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--model-error: expected 'auto' or a std >= 0, got {text!r}") from None
+
+
 def _format_levels(levels: list[float], values: list[float | None]) -> str:
     return ", ".join(f"{level:.0%}: {'—' if v is None else f'{v:.3f}'}" for level, v in zip(levels, values))
 
@@ -29,7 +39,7 @@ def run(args: argparse.Namespace) -> None:
         prior=args.prior, angles=parse_angles(args.angles), snr_db=args.snr, sampler=args.sampler,
         n_samples=args.n_samples, evaluation=args.eval_phantoms, calibrate=calibrate or None, levels=levels,
         map_options=key_values(args.map_opt, "--map-opt"), sampler_options=key_values(args.sampler_opt, "--sampler-opt"),
-        window=(args.window_low, args.window_high), seed=args.seed, device=args.device, progress=not args.quiet,
+        window=(args.window_low, args.window_high), model_error=_model_error(args.model_error), seed=args.seed, device=args.device, progress=not args.quiet,
     )
     summary = result.summary
     for name, values in (summary["metrics"] or {}).items():
@@ -93,6 +103,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Hounsfield units mapped to -1 for a DICOM phantom (default: -1000, air)")
     p.add_argument("--window-high", type=float, default=1000.0,
                    help="Hounsfield units mapped to 1 for a DICOM phantom (default: 1000, dense bone)")
+    p.add_argument("--model-error", default=None, metavar="auto|TAU",
+                   help="add the prior's model error to the likelihood: noise std sqrt(sigma^2 + TAU^2); auto "
+                        "estimates TAU from ||A (x - P(x))|| of 32 training ellipses (default: none)")
     p.add_argument("--map-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an iflow-l option, e.g. iterations=500 (repeatable; VALUE read as JSON)")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",

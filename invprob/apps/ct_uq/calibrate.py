@@ -50,6 +50,7 @@ def run_set(
     sampler: str,
     n_samples: int,
     sampler_options: dict[str, Any] | None,
+    model_error: float | None,
     store: StageStore,
     bar: Progress,
 ) -> list[Reconstruction]:
@@ -62,7 +63,8 @@ def run_set(
             generator = torch.Generator().manual_seed(seed + i)
             y, noise = measure(op, truth, snr_db, generator)
             return reconstruct(op, prior, y, noise, truth=truth, sampler=sampler, n_samples=n_samples,
-                               sampler_options=sampler_options, with_map=False, generator=generator)
+                               sampler_options=sampler_options, with_map=False, model_error=model_error,
+                               generator=generator)
 
         out.append(run_stage(store, f"{prefix}-{i:03d}", prior, compute))
         bar.update(stage=f"{prefix} {i + 1}/{len(labels)}")

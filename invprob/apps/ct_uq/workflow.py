@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ... import uq
+from ..._checks import check_float
 from ...data.dicom import DEFAULT_WINDOW
 from ...operators.ct import LimitedAngleCT, check_angles, default_angles
 from ...priors.base import Prior
@@ -21,14 +22,24 @@ from .figures import reliability_plot, uncertainty_figure
 from .maps import misfit, quality, uq_maps, wedge_ratio
 from .outputs import FILES, StageStore, prior_digest, write_json, write_npz
 from .phantoms import calibration_phantoms, ellipse_index, evaluation_phantoms, load_phantom
-from .reconstruction import Reconstruction, ct_shape, load_ct_prior, load_measurement, measure, reconstruct
+from .reconstruction import (
+    Reconstruction,
+    ct_shape,
+    load_ct_prior,
+    load_measurement,
+    measure,
+    model_error_sigma,
+    reconstruct,
+)
 from .settings import DEFAULT_LEVELS, DEFAULT_PRIOR, MAP_METHOD, check_settings
 
 SUMMARY_KEYS = (
     "phantom", "prior", "image_shape", "angles_deg", "angle_range_deg", "missing_wedges_deg", "snr_db", "sigma",
-    "sampler", "n_samples", "seed", "metrics", "wedge_energy_ratio", "reach", "coverage", "calibration", "seconds",
-    "resumed_stages", "files",
+    "model_error_sigma", "sampler", "n_samples", "seed", "metrics", "wedge_energy_ratio", "reach", "coverage",
+    "calibration", "seconds", "resumed_stages", "files",
 )
+MODEL_ERROR_IMAGES = 32
+"""Training ellipses from which ``model_error="auto"`` estimates the model-error std."""
 CALIBRATION_SEED_OFFSET = 10_000
 """Calibration phantom ``j`` is measured and sampled with seed ``seed + 10000 + j``."""
 
@@ -61,6 +72,7 @@ def ct_workflow(
     map_options: dict[str, Any] | None = None,
     sampler_options: dict[str, Any] | None = None,
     window: tuple[float, float] = DEFAULT_WINDOW,
+    model_error: float | str | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -96,6 +108,9 @@ def ct_workflow(
         levels: nominal levels of the intervals.
         map_options, sampler_options: options of iFlow-L and of the sampler.
         window: Hounsfield window mapped onto ``[-1, 1]`` for a DICOM phantom.
+        model_error: std ``tau`` of the prior's model error added to the likelihood's noise
+            (``sqrt(sigma^2 + tau^2)``, :func:`~invprob.apps.ct_uq.reconstruction.model_error_sigma`);
+            ``"auto"``: estimated from :data:`MODEL_ERROR_IMAGES` training ellipses; None: none.
         seed: phantom ``seed``; evaluation phantom ``i``: ``seed + 1 + i``; calibration phantom
             ``j``: ``seed + 10000 + j``.
         device: torch device of a prior loaded by name.
@@ -138,8 +153,9 @@ def ct_workflow(
     else:
         truth, label = None, "given measurement"
         y_given, sigma_given = load_measurement(measurement, sigma, op, model)
+    tau = _model_error(model_error, op, model, shape)
     out = Path(out)
-    store = StageStore(out, {
+    store = StageStore(out, {"model_error": tau,
         "phantom": label, "truth_sum": None if truth is None else float(truth.double().sum()),
         "measurement_sum": None if truth is not None else float(y_given.double().sum()),
         "prior": prior_digest(model), "angles": list(angles_t), "snr_db": float(snr_db), "sampler": sampler,
@@ -153,7 +169,8 @@ def ct_workflow(
         else:
             y, noise = y_given, sigma_given
         return reconstruct(op, model, y, noise, truth=truth, sampler=sampler, n_samples=n_samples,
-                           map_options=map_options, sampler_options=sampler_options, generator=generator)
+                           map_options=map_options, sampler_options=sampler_options, model_error=tau,
+                           generator=generator)
 
     total = 1 + len(eval_labels) + len(cal_labels)
     with progress_bar(total, "uq-ct", enabled=progress) as bar:
@@ -162,7 +179,7 @@ def ct_workflow(
         rec = run_stage(store, "phantom", model, compute_main)
         bar.update(stage="phantom")
         common = dict(snr_db=snr_db, sampler=sampler, n_samples=n_samples, sampler_options=sampler_options,
-                      store=store, bar=bar)
+                      model_error=tau, store=store, bar=bar)
         evals = run_set(op, model, eval_images, eval_labels, prefix="evaluation", seed=seed + 1, **common)
         start = time.perf_counter()
         cals = run_set(op, model, cal_images, cal_labels, prefix="calibration", seed=seed + CALIBRATION_SEED_OFFSET,
@@ -180,6 +197,7 @@ def ct_workflow(
         "missing_wedges_deg": [list(w) for w in uq.missing_wedges(angles_t)],
         "snr_db": None if source is None else float(snr_db),
         "sigma": rec.sigma,
+        "model_error_sigma": tau,
         "sampler": sampler,
         "n_samples": int(rec.samples.shape[0]),
         "seed": seed,
@@ -199,6 +217,20 @@ def ct_workflow(
     maps = uq_maps(rec, angles_t, calibrator)
     files = _write_outputs(out, maps, summary, calibrator, label)
     return CTUQResult(maps, summary, files, rec, calibrator)
+
+
+def _model_error(model_error: float | str | None, op: LimitedAngleCT, prior: Prior,
+                 shape: tuple[int, int, int]) -> float | None:
+    if model_error is None:
+        return None
+    if model_error == "auto":
+        from ...data import load_dataset
+
+        data = load_dataset("ellipses", split="train", size=shape[-1])
+        return model_error_sigma(op, prior, torch.stack([data[i] for i in range(MODEL_ERROR_IMAGES)]))
+    if isinstance(model_error, str):
+        raise ValueError(f"model_error: expected a std >= 0, 'auto' or None, got {model_error!r}")
+    return check_float(model_error, "model_error", minimum=0)
 
 
 def _calibration_source(calibrate: Any, shape: tuple[int, int, int], levels: tuple[float, ...]):
