@@ -44,7 +44,8 @@ from invprob import uq  # noqa: E402
 from invprob.apps.ct_uq import DEFAULT_LEVELS, measure, quality, reconstruct  # noqa: E402
 from invprob.apps.ct_uq.figures import reliability_plot  # noqa: E402
 from invprob.apps.ct_uq.maps import misfit, range_distance  # noqa: E402
-from invprob.apps.ct_uq.reconstruction import Reconstruction  # noqa: E402
+from invprob.apps.ct_uq.reconstruction import Reconstruction, model_error_sigma  # noqa: E402
+from invprob.apps.ct_uq.workflow import MODEL_ERROR_IMAGES  # noqa: E402
 from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET  # noqa: E402
 from invprob.data import load_dataset  # noqa: E402
 from invprob.operators.ct import LimitedAngleCT, default_angles  # noqa: E402
@@ -99,10 +100,15 @@ def run(args: argparse.Namespace) -> dict:
     map_options, sampler_options = settings(args)
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     out = Path(args.out)
-    key = hashlib.sha256(json.dumps([args.prior, args.n_samples, map_options, sampler_options], sort_keys=True)
-                         .encode()).hexdigest()[:12]
-    sets = [("eval", i, i) for i in range(args.n_eval)] + [("cal", CALIBRATION_OFFSET + j, 10_000 + j)
-                                                         for j in range(args.n_cal)]
+    tau = None
+    if args.model_error:
+        train = load_dataset("ellipses", split="train", size=shape[-1])
+        tau = model_error_sigma(op, prior, torch.stack([train[i] for i in range(MODEL_ERROR_IMAGES)]))
+    parts = [args.prior, args.n_samples, map_options, sampler_options] + ([tau] if tau is not None else [])
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+    evals = [("eval", i, i) for i in range(args.n_eval)]
+    cals = [("cal", CALIBRATION_OFFSET + j, 10_000 + j) for j in range(args.n_cal)]
+    sets = [item for pair in zip(evals, cals) for item in pair] + evals[len(cals):] + cals[len(evals):]  # interleaved
     recs: dict[tuple[str, str], list[Reconstruction]] = {(s, kind): [] for s in samplers for kind in ("eval", "cal")}
     records = []
     with progress(len(sets) * len(samplers), "bench-ct-uq") as bar:
@@ -116,7 +122,8 @@ def run(args: argparse.Namespace) -> dict:
                 def compute(sampler=sampler, with_map=with_map, truth=truth, y=y, sigma=sigma, seed=seed):
                     return reconstruct(op, prior, y, sigma, truth=truth, sampler=sampler, n_samples=args.n_samples,
                                        map_options=map_options, sampler_options=sampler_options[sampler],
-                                       with_map=with_map, generator=torch.Generator().manual_seed(1000 + seed))
+                                       with_map=with_map, model_error=tau,
+                                       generator=torch.Generator().manual_seed(1000 + seed))
 
                 rec = cached(out, key, f"{kind}-{index:03d}-{sampler}-{'map' if with_map else 'nomap'}", prior, compute)
                 recs[(sampler, kind)].append(rec)
@@ -153,7 +160,8 @@ def run(args: argparse.Namespace) -> dict:
                          calibrated_width=calibrator.width(samples, dim=1).tolist(), cal_levels=levels,
                          scales=list(calibrator.scales))
         pooled[sampler] = entry
-    return {"pooled": pooled, "records": records}
+    return {"pooled": pooled, "records": records, "model_error_sigma": tau,
+            "sigma_mean": statistics.fmean(r.sigma for r in recs[(samplers[0], "eval")])}
 
 
 def section(args: argparse.Namespace, results: dict, wall: float) -> str:
@@ -176,7 +184,9 @@ def section(args: argparse.Namespace, results: dict, wall: float) -> str:
         f"{args.n_cal} test-stream phantoms from index {CALIBRATION_OFFSET} (disjoint); LimitedAngleCT, 30 angles "
         f"in [30°, 150°], {SNR_DB:g} dB; {args.n_samples} posterior samples per phantom"
         f"{'; QUICK settings (not a record)' if args.quick else ''}; sampler options: "
-        f"{settings(args)[1]} (empty: the workflow's defaults)",
+        f"{settings(args)[1]} (empty: the workflow's defaults)"
+        + (f"; likelihood noise std sqrt(σ² + τ²) with the model error τ = {results['model_error_sigma']:.3g} "
+           f"(mean σ = {results['sigma_mean']:.3g})" if results["model_error_sigma"] is not None else ""),
         "- coverage: fraction of all evaluation pixels inside their interval (nominal = the level); width: mean "
         "interval width in image units ([-1, 1] range); calibrated: split-conformal scales fitted on the calibration "
         "phantoms (— where K calibration phantoms cannot support the level, l > K/(K+1))",
@@ -225,6 +235,9 @@ def main() -> None:
     parser.add_argument("--samplers", default="svi,langevin", help="comma-separated: svi, langevin, pl-mcmc")
     parser.add_argument("--n-samples", type=int, default=64, help="posterior samples per phantom (>= 39 for 95 %%)")
     parser.add_argument("--no-map", action="store_true", help="skip the iFlow-L MAP")
+    parser.add_argument("--model-error", action="store_true",
+                        help="add the model-error std estimated from 32 training ellipses to the likelihood")
+    parser.add_argument("--section", default="ct-uq", help="BENCHMARKS.md section to write (default: ct-uq)")
     parser.add_argument("--sampler-opt", action="append", default=[], metavar="SAMPLER:KEY=VALUE",
                         help="a sampler option, e.g. svi:steps=200 or langevin:burn_in=200 (repeatable)")
     parser.add_argument("--out", default="runs/bench-ct-uq", help="cache, records.json and reliability.png")
@@ -252,8 +265,10 @@ def main() -> None:
     if args.dry_run:
         print(body)
     else:
-        write_section("ct-uq", "Limited-angle CT uncertainty (ellipse phantoms)", body)
-        print(f"wrote the ct-uq section of {Path(__file__).with_name('BENCHMARKS.md')}")
+        title = "Limited-angle CT uncertainty (ellipse phantoms)" + (", model error in the likelihood"
+                                                                      if args.model_error else "")
+        write_section(args.section, title, body)
+        print(f"wrote the {args.section} section of {Path(__file__).with_name('BENCHMARKS.md')}")
 
 
 if __name__ == "__main__":
