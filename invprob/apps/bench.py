@@ -120,7 +120,8 @@ def parse_option(text: str) -> tuple[str, str, Any]:
 
 def check_method_options(specs: list[MethodSpec], options: dict[str, dict[str, Any]]) -> None:
     """Raise ``ValueError`` for options of an unknown label, unknown keys (listing the valid ones) or bad values."""
-    from ..solvers import make_options
+    from pydantic import ValidationError
+
     from ..solvers.base import options_model
 
     by_label = {s.label: s for s in specs}
@@ -136,7 +137,12 @@ def check_method_options(specs: list[MethodSpec], options: dict[str, dict[str, A
         trial = dict(values)
         if "sigma" in fields and "sigma" not in trial:
             trial["sigma"] = 1.0  # the benchmark passes the known noise level
-        make_options(method, **trial)
+        try:
+            options_model(method)(**trial)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{label}.{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg'][0].lower()}{e['msg'][1:]}" for e in err.errors())
+            raise ValueError(f"method_options: {problems}; valid options of {method}: {valid}") from None
 
 
 def resolve_config(
