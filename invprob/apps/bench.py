@@ -603,18 +603,18 @@ def _figure(out: Path, x: torch.Tensor, op_specs: list[OperatorSpec], labels: li
     from ..metrics import snr
     from ..plots import image_grid
 
-    rows, names = [], []
+    rows, captions = [], []
     for o in op_specs:
         op = o.build(tuple(x.shape), config["seed"]).to(device)
         y, _ = measure(op, x.to(device), o.text, 0, config["snr_db"], config["seed"])
         with torch.no_grad():
-            estimates = {"A⁺y": op.pinv(y)[0].cpu().float()}
-        estimates.update({m: torch.from_numpy(np.load(_example_path(out, o.text, m))) for m in labels})
-        rows.append([x, *estimates.values()])
-        names.append(o.text + "\n" + " ".join(f"{float(snr(x[None], e[None])[0]):.1f}" for e in estimates.values()))
-    title = (f"{config['prior']} on {config['dataset']} image 0 · {config['snr_db']:g} dB SNR · "
-             f"row labels: operator, SNR (dB) of A⁺y and each method · {info['date']}")
-    image_grid(rows, names, ["truth", "A⁺y", *labels], out / "examples.png", title=title)
+            estimates = [op.pinv(y)[0].cpu().float()]
+        estimates += [torch.from_numpy(np.load(_example_path(out, o.text, m))) for m in labels]
+        rows.append([x, *estimates])
+        captions.append(["", *(f"SNR {float(snr(x[None], e[None])[0]):.1f} dB" for e in estimates)])
+    title = (f"{config['prior']} on {config['dataset']}/{config['split']} image 0, {config['snr_db']:g} dB SNR: "
+             f"truth, A⁺y and each method per operator (SNR against the truth) · {info['date']}")
+    image_grid(rows, [o.text for o in op_specs], ["truth", "A⁺y", *labels], out / "examples.png", title=title, captions=captions)
 
 
 def _machine() -> str:
