@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
 def _arch(prior_class: type, arch: dict[str, Any]) -> dict[str, Any]:
     """``arch``, or a ValueError naming the unknown keys and listing the architecture settings of ``prior_class``."""
     parameters = inspect.signature(prior_class).parameters
-    valid = [name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY]
+    valid = [name for name in parameters if name not in ("data_shape", "latent_dim")]
     unknown = sorted(set(arch) - set(valid))
     if unknown:
         raise ValueError(f"--arch: unknown {prior_class.__name__} setting(s) {unknown}; valid settings: {', '.join(valid)}")

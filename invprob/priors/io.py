@@ -8,9 +8,9 @@ the config and the weights together.
 Example:
     >>> import tempfile, torch
     >>> from invprob.priors import LinearGaussianPrior
-    >>> prior = LinearGaussianPrior((1, 4, 4), 3)
+    >>> prior = LinearGaussianPrior(data_shape=(1, 4, 4), latent_dim=3)
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     save_prior(prior, tmp, note="doctest")
+    ...     path = save_prior(prior, tmp, note="doctest")
     ...     loaded = load_prior_file(tmp, expected_class="LinearGaussianPrior")
     >>> loaded.metadata["note"], loaded.latent_dim
     ('doctest', 3)

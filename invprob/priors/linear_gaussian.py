@@ -6,10 +6,25 @@ distribution of ``x`` is a Gaussian concentrated on the ``d``-dimensional affine
 estimate and every posterior of a linear inverse problem with Gaussian noise can be written down.
 That makes it the reference problem for testing solvers and samplers:
 
-- MAP / projected-gradient methods (Algorithm 1 of the TRUMPET paper) must land on the exact
+- MAP / projected-gradient methods (Algorithm 1 of Kothari et al. 2021) must land on the exact
   posterior mode, which for a Gaussian is the posterior mean;
 - samplers must reproduce the posterior mean and covariance of
   :meth:`LinearGaussianPrior.exact_posterior`.
+
+References:
+    Kothari, Khorashadizadeh, de Hoop, Dokmanić (2021), "Trumpets: Injective Flows for Inference
+    and Inverse Problems" (UAI) — Algorithm 1, checked here against the closed form; the Gaussian
+    posterior is the standard linear-Gaussian result (e.g. Bishop (2006), "Pattern Recognition
+    and Machine Learning", sec. 2.3.3).
+
+Example:
+    >>> import torch
+    >>> from invprob.operators import RandomGaussian
+    >>> prior = LinearGaussianPrior(data_shape=(1, 4, 4), latent_dim=3)
+    >>> op = RandomGaussian((1, 4, 4), 8, seed=0)
+    >>> post = prior.exact_posterior(op, op(prior.sample(1, generator=torch.Generator().manual_seed(0))), 0.1)
+    >>> post.mean.shape, post.latent_cov.shape
+    (torch.Size([1, 1, 4, 4]), torch.Size([1, 3, 3]))
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ plus diagonal Gaussian noise,
 
     p(x | z) = N(x; A z + b, Sigma),    Sigma = diag(sigma^2),
 
-and inverts it with the *stochastic inverse* (NIF paper, sec. 3.3, eq. 6 and 9), the likelihood
+and inverts it with the *stochastic inverse* (Cunningham et al. 2020, sec. 3.3, eq. 6 and 9), the likelihood
 normalised over ``z``:
 
     q(z | x) = N(z; Lambda^{-1} u, Lambda^{-1}),   Lambda = A^T Sigma^{-1} A,
@@ -26,6 +26,20 @@ is the trained model, ``s = 0`` puts samples exactly on the manifold.
 :class:`NIF` is the deep noisy injective flow of the paper's fig. 11: a bijective latent flow
 ``w -> z`` on ``R^M``, the Gaussian layer ``z -> x'`` (``R^M -> R^N``) and a bijective image flow
 ``x' -> x``. Its flow layers are those of :mod:`invprob.priors.layers`.
+
+References:
+    Cunningham, Zabounidis, Agrawal, Fiterau, Sheldon (2020), "Normalizing Flows Across
+    Dimensions" (the noisy injective flow, its stochastic inverse and the lower bound of eq. 7).
+
+Example:
+    >>> import torch
+    >>> layer = GaussianNIFLayer(2, 5)
+    >>> layer(torch.zeros(3, 2)).shape
+    torch.Size([3, 5])
+    >>> prior = NIF((1, 8, 8), 4, n_scales=1, hidden=4)
+    >>> x = prior.sample(2, generator=torch.Generator().manual_seed(0))
+    >>> x.shape, prior.encode(x).shape
+    (torch.Size([2, 1, 8, 8]), torch.Size([2, 4]))
 """
 
 from __future__ import annotations
@@ -165,7 +179,7 @@ class GaussianNIFLayer(nn.Module):
 
 
 class NIF(Prior):
-    """Deep noisy injective flow prior (NIF paper, sec. 3-4 and fig. 11).
+    """Deep noisy injective flow prior (Cunningham et al. 2020, sec. 3-4 and fig. 11).
 
     Generative process, with ``w ~ N(0, T^2 I_M)`` the prior's latent variable:
 

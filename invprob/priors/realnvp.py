@@ -1,13 +1,19 @@
-"""RealNVP: a multiscale bijective flow prior (Dinh et al. 2016) with an exact log-density.
+"""RealNVP: a multiscale bijective flow prior (Dinh et al. 2017) with an exact log-density.
 
-Example::
+Train it with :func:`invprob.training.train_flow` (maximum likelihood, eq. 1).
 
-    from invprob.priors import RealNVP
-    from invprob.training import train_flow
+References:
+    Dinh, Sohl-Dickstein, Bengio (2017), "Density estimation using Real NVP" (ICLR); Kingma,
+    Dhariwal (2018), "Glow: Generative Flow with Invertible 1x1 Convolutions" (ActNorm).
 
-    prior = RealNVP((1, 32, 32), n_scales=3)
-    train_flow(prior, dataset, "runs/realnvp-digits", steps=5000)
-    log_p = prior.log_prob(x)        # exact change of variables, eq. 1
+Example:
+    >>> import torch
+    >>> prior = RealNVP((1, 8, 8), n_scales=1, n_steps=1, hidden=4, unet_depth=1)
+    >>> x = torch.rand(2, 1, 8, 8) * 2 - 1
+    >>> prior.log_prob(x).shape  # exact change of variables, eq. 1
+    torch.Size([2])
+    >>> torch.allclose(prior.project(x), x)  # bijective: the projection is the identity
+    True
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Relaxed injective probability flow: a regularised autoencoder read as an injective flow.
 
 A decoder ``g: R^d -> R^D`` (the generator) and an encoder ``h: R^D -> R^d`` with
-``g(h(x)) = x`` on the data (relaxed-flow paper, sec. 2.2). For ``x`` on the range of ``g`` the
+``g(h(x)) = x`` on the data (Kumar et al. 2020, sec. 2.2). For ``x`` on the range of ``g`` the
 injective change of variables (eq. 2-3) gives
 
     log p(x) = log p_z(h(x)) - 1/2 log det(J^T J),     J = J_g(h(x))  (D x d),
@@ -24,6 +24,20 @@ safetensors like every other weight.
 ``log_prob`` is the eq. 5 lower bound with the post-fit density and the *exact* Frobenius norm
 (``d`` Jacobian-vector products), evaluated at the encoding of ``x``: it is a density on the range of
 ``g``, so for ``x`` off the range it scores the projection ``g(h(x))``.
+
+References:
+    Kumar, Poole, Murphy (2020), "Regularized Autoencoders via Relaxed Injective Probability Flow"
+    (AISTATS).
+
+Example:
+    >>> import torch
+    >>> prior = RelaxedInjectiveFlow((1, 8, 8), 4, channels=(4, 8))
+    >>> x = torch.rand(2, 1, 8, 8) * 2 - 1
+    >>> prior.encode(x).shape, prior.project(x).shape
+    (torch.Size([2, 4]), torch.Size([2, 1, 8, 8]))
+    >>> loss, metrics = injflow_loss(prior, x, torch.Generator().manual_seed(0))
+    >>> bool(torch.isfinite(loss))
+    True
 """
 
 from __future__ import annotations

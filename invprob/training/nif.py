@@ -6,9 +6,8 @@ Same machinery and output as :func:`invprob.training.train_flow`: the trainer ba
 :func:`invprob.priors.load_prior_file`).
 
 References:
-    Cunningham, Cobb, Jha (2022), "Principal Component Flows"; Cunningham, Fiterau (2021),
-    "A change of variables method for rectangular matrix-vector products" (noisy injective flows
-    and their lower bound, eq. 7).
+    Cunningham, Zabounidis, Agrawal, Fiterau, Sheldon (2020), "Normalizing Flows Across
+    Dimensions" (noisy injective flows and their lower bound, eq. 7).
 
 Example:
     >>> import tempfile, torch

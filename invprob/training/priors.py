@@ -8,8 +8,8 @@ options, the final validation metrics and the wall time. A killed run is continu
 again with ``resume=True``; it ends with the same parameters as an uninterrupted run.
 
 References:
-    Kothari, Khorashadizadeh, de Hoop, Dokmanić (2021), "Trumpets: Injective flows for inference
-    and inverse problems" (the two-phase training, eqs. 3-4). Dinh, Sohl-Dickstein, Bengio (2017),
+    Kothari, Khorashadizadeh, de Hoop, Dokmanić (2021), "TRUMPETs: Injective Flows for Inference
+    and Inverse Problems" (the two-phase training, sec. 2.3, eqs. 3-4). Dinh, Sohl-Dickstein, Bengio (2017),
     "Density estimation using Real NVP" (maximum likelihood with dequantisation, eq. 1).
 
 Example:

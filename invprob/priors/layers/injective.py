@@ -34,6 +34,14 @@ class InjectiveConv1x1(FlowLayer):
     a sign, appendix B.3), hence ``logdet = (1/2) log det(J^T J) = (H W / 2) log det(W^T W)
     = H W sum_i log s_i(W)``. ``W`` starts as ``k`` stacked random orthogonal blocks divided by
     ``sqrt(k)``, so ``W^T W = I`` at initialisation.
+
+    Example:
+        >>> import torch
+        >>> layer = InjectiveConv1x1(2, expansion=2, gamma=0.0)
+        >>> x = torch.randn(3, 2, 4, 4)
+        >>> y, logdet = layer(x)  # logdet 0 at initialisation (W^T W = I)
+        >>> y.shape, torch.allclose(layer.inverse(y)[0], x, atol=1e-5), float(logdet.abs().max()) < 1e-5
+        (torch.Size([3, 4, 4, 4]), True, True)
     """
 
     def __init__(self, channels: int, expansion: int = 2, variant: Variant = "linear", gamma: float = 1e-3) -> None:

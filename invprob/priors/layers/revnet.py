@@ -22,6 +22,14 @@ class RevNetStep(FlowSequence):
     Normalising order (``inverse``): actnorm, invertible 1x1 convolution, affine coupling; the
     generative order (``forward``) is the reverse. ``flip`` alternates the coupling halves; a
     single channel always uses the checkerboard mask.
+
+    Example:
+        >>> import torch
+        >>> step = RevNetStep(2, 4, hidden=4, depth=1)
+        >>> x = torch.randn(3, 2, 4, 4)
+        >>> y, _ = step(x)
+        >>> torch.allclose(step.inverse(y)[0], x, atol=1e-4)
+        True
     """
 
     def __init__(

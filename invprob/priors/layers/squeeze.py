@@ -23,7 +23,15 @@ def upsqueeze(x: torch.Tensor) -> torch.Tensor:
 
 
 class Squeeze(FlowLayer):
-    """``forward`` = :func:`squeeze`, ``inverse`` = :func:`upsqueeze`; ``logdet = 0`` (a permutation)."""
+    """``forward`` = :func:`squeeze`, ``inverse`` = :func:`upsqueeze`; ``logdet = 0`` (a permutation).
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+        >>> y, _ = Squeeze()(x)
+        >>> y.shape, torch.equal(Squeeze().inverse(y)[0], x)
+        (torch.Size([1, 4, 2, 2]), True)
+    """
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return squeeze(x), x.new_zeros(x.shape[0])

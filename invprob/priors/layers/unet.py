@@ -19,6 +19,12 @@ class SmallUNet(nn.Module):
     nearest upsampling with skip connections on the way back. ``depth = 0`` is a plain conv
     stack; on a 1x1 input the convolutions are 1x1 (an MLP on the channels). The output
     convolution starts at zero, so a coupling built on it starts as a constant map.
+
+    Example:
+        >>> import torch
+        >>> net = SmallUNet(2, 4, hidden=4, depth=1, spatial=8)
+        >>> net(torch.randn(1, 2, 8, 8)).shape  # the output layer starts at zero
+        torch.Size([1, 4, 8, 8])
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 32, depth: int = 2, spatial: int = 8) -> None:
