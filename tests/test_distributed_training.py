@@ -1,7 +1,7 @@
 """Training under torchrun semantics: 2 CPU processes (gloo) against one process with the same global batch.
 
 One ``torch.multiprocessing`` spawn of 2 ranks runs every scenario in turn (an uninterrupted run,
-a run killed after a checkpoint and resumed, a NaN injected on rank 1), recording every file each
+a run killed after a checkpoint and resumed, a NaN injected on rank 1, amortised VI), recording every file each
 rank opens for writing under the run directories with an audit hook.
 """
 
@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from invprob.priors import TRUMPET
-from invprob.training import TrainingDiverged, fit, train_trumpet
+from invprob.training import TrainingDiverged, fit, train_amortized, train_trumpet
 
 OPTS = dict(mse_steps=6, ml_steps=4, batch_size=8, lr=3e-3, checkpoint_every=2, validate_every=3, progress=False)
 KILL_AFTER = 7  # 6 mse steps and 1 ml step: phase 2 is killed after its checkpoint-free first step
@@ -71,12 +71,19 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         results["nan_error"] = None
     except TrainingDiverged as err:
         results["nan_error"] = str(err)
+    from invprob.operators import Identity
+    from invprob.priors import LinearGaussianPrior
+
+    avi = train_amortized(Identity((1, 2, 2)), LinearGaussianPrior(torch.eye(4), data_shape=(1, 2, 2)),
+                          out_dir=tmp_path / "runs" / "avi", sigma=0.5, steps=4, batch_size=8, n_calibration=8,
+                          n_layers=1, hidden=8, generator=torch.Generator().manual_seed(0))
     import torch.distributed as dist
 
     dist.destroy_process_group()
     out = tmp_path / "results"
     save_file({k: v.contiguous() for k, v in full.state_dict().items()}, str(out / f"full-{rank}.safetensors"))
     save_file({k: v.contiguous() for k, v in resumed.state_dict().items()}, str(out / f"resumed-{rank}.safetensors"))
+    save_file({k: v.contiguous() for k, v in avi.state_dict().items()}, str(out / f"avi-{rank}.safetensors"))
     (out / f"report-{rank}.json").write_text(json.dumps({**results, "writes": writes}))
 
 
@@ -94,7 +101,7 @@ def two_ranks(tmp_path_factory):
         assert key not in os.environ
     mp.spawn(_worker, args=(_free_port(), str(tmp)), nprocs=2, join=True)
     reports = [json.loads((tmp / "results" / f"report-{r}.json").read_text()) for r in range(2)]
-    params = {name: [load_file(str(tmp / "results" / f"{name}-{r}.safetensors")) for r in range(2)] for name in ("full", "resumed")}
+    params = {name: [load_file(str(tmp / "results" / f"{name}-{r}.safetensors")) for r in range(2)] for name in ("full", "resumed", "avi")}
     return tmp, reports, params
 
 
@@ -130,3 +137,10 @@ def test_a_non_finite_loss_on_rank_1_stops_both_ranks_with_one_clear_error(two_r
     for report in reports:
         assert report["nan_error"] is not None
         assert "at step 2 on rank 1 of 2" in report["nan_error"] and "\n" not in report["nan_error"]
+
+
+def test_amortized_vi_trains_through_the_same_distributed_path(two_ranks):
+    tmp, reports, params = two_ranks
+    for key, value in params["avi"][0].items():  # DDP keeps the ranks' models identical
+        torch.testing.assert_close(params["avi"][1][key], value, rtol=0, atol=0, msg=key)
+    assert (tmp / "runs" / "avi" / "checkpoint.safetensors").is_file() and reports[1]["writes"] == []

@@ -29,7 +29,7 @@ MODULES = _modules()
 
 # the main public classes and functions each carry an Example:
 MUST_HAVE_EXAMPLES = {
-    "invprob.solvers.variational.amortized": ["AmortizedPosterior", "train_amortized"],
+    "invprob.solvers.variational.amortized": ["AmortizedPosterior"],
     "invprob.solvers.variational.per_measurement": ["SVI", "FlowPosterior"],
     "invprob.solvers.variational.fitting": ["PlateauRule"],
     "invprob.solvers.mcmc": ["Langevin", "PLMCMC"],

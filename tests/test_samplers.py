@@ -18,7 +18,8 @@ from invprob.checkpoint import CheckpointError
 from invprob.operators import BlockMask, Identity, RandomGaussian, RandomMask, SuperResolution, add_noise
 from invprob.priors import LinearGaussianPrior
 from invprob.priors.layers import AffineCoupling, ConditionalAffine, LULinear
-from invprob.solvers import AmortizedPosterior, FlowPosterior, SolverDiverged, list_methods, solve, train_amortized
+from invprob.solvers import AmortizedPosterior, FlowPosterior, SolverDiverged, list_methods, solve
+from invprob.training import train_amortized
 from invprob.solvers import driver
 from invprob.solvers._posterior import data_fit
 from invprob.solvers.chain_stats import RunningMoments, effective_sample_size

@@ -21,7 +21,7 @@ from .base import (
     solve,
 )
 from .driver import StoppingOptions, StoppingRule, Trace, iterate
-from .variational import AmortizedPosterior, FlowPosterior, train_amortized
+from .variational import AmortizedPosterior, FlowPosterior
 
 __all__ = [
     "KINDS",
@@ -44,5 +44,4 @@ __all__ = [
     "options_model",
     "register",
     "solve",
-    "train_amortized",
 ]

@@ -23,3 +23,7 @@ from .common import bits_per_dim
 from .priors import FlowTrainOptions, TrumpetTrainOptions, train_flow, train_trumpet
 
 __all__ += ["FlowTrainOptions", "TrumpetTrainOptions", "bits_per_dim", "train_flow", "train_trumpet"]
+
+from .amortized import AmortizedTrainingOptions, train_amortized
+
+__all__ += ["AmortizedTrainingOptions", "train_amortized"]

@@ -49,7 +49,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,6 +74,7 @@ from . import distributed
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], "tuple[torch.Tensor, dict[str, float]]"]
 ValidateFn = Callable[[nn.Module], "dict[str, float]"]
+StepCallback = Callable[[int, "dict[str, float]"], Any]
 #: Options that may change between a run and its resumption (they do not change the trajectory).
 RESUMABLE_CHANGES = ("steps", "progress", "checkpoint_every", "validate_every")
 
@@ -96,6 +97,9 @@ class FitOptions(LoopSettings):
 
     steps: int = Field(ge=1, description="number of optimizer steps")
     lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: lr decays to lr/100 over the steps, lr(s) = lr/100 + (lr - lr/100)(1 + cos(pi s / steps))/2"
+    )
     weight_decay: float = Field(0.0, ge=0)
     phase: str = Field("train", pattern=r"^[A-Za-z0-9_-]+$")
 
@@ -119,13 +123,14 @@ def fit(
     model: nn.Module,
     loss_fn: LossFn,
     dataset: Dataset,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None,
     *,
     params: Iterable[nn.Parameter] | None = None,
     validate: ValidateFn | None = None,
     resume: bool = False,
     stop_after: int | None = None,
     pass_step: bool = False,
+    callback: StepCallback | None = None,
     **options: Any,
 ) -> dict[str, list]:
     """Train ``model`` in place and return its history (``step``, ``loss``, metrics, ``val``).
@@ -135,8 +140,11 @@ def fit(
     under ``torch.no_grad``. ``stop_after`` ends the call after that many steps *of this call*
     (used to simulate a kill in tests, or to train in slices). With ``pass_step`` the loss is called
     as ``loss_fn(model, batch, generator, step)``, ``step`` the 0-based index of the optimizer step
-    being taken, for schedules such as increasing penalty weights. See :class:`FitOptions` for the
-    other options and the module docstring for the multi-process behaviour.
+    being taken, for schedules such as increasing penalty weights. ``callback(step, values)`` is
+    called after every step with the step count and the (rank-averaged) loss and metrics; returning
+    True ends the call there (after a checkpoint). ``out_dir=None`` trains without checkpoints
+    (nothing to resume). See :class:`FitOptions` for the other options and the module docstring
+    for the multi-process behaviour.
 
     Raises ``FileExistsError`` when ``out_dir`` already holds a checkpoint of this phase and
     ``resume`` is False; :class:`~invprob.checkpoint.CheckpointError` when ``resume`` is True and
@@ -152,14 +160,18 @@ def fit(
         raise ValueError(f"batch_size: {opts.batch_size} exceeds the dataset size {len(dataset)}")
     if opts.batch_size % world.size:
         raise ValueError(f"batch_size: expected a multiple of the {world.size} processes, got {opts.batch_size}")
-    directory = state_dir(out_dir, opts.phase)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
+    if out_dir is None and resume:
+        raise ValueError("resume: nothing to resume without an out_dir")
+    directory = state_dir(out_dir, opts.phase) if out_dir is not None else None
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("params: nothing to optimise (no parameter requires grad)")
     optimizer = torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
     history: dict[str, list] = {"step": [], "loss": [], "val": []}
     step, seconds_before = 0, 0.0
-    if has_checkpoint(directory):
+    if directory is not None and has_checkpoint(directory):
         if not resume:
             raise FileExistsError(f"out_dir: {directory} holds a checkpoint; pass resume=True or use another directory")
         step, history, seconds_before = _restore(directory, model, optimizer, opts)
@@ -168,15 +180,16 @@ def fit(
     last = opts.steps if stop_after is None else min(opts.steps, step + stop_after)
     if step < last:
         _train(model, loss_fn, dataset, directory, params, optimizer, opts, world, validate, pass_step, step, last,
-               history, seconds_before)
+               history, seconds_before, callback)
     model.eval()
     return history
 
 
 def _train(
-    model: nn.Module, loss_fn: LossFn, dataset: Dataset, directory: Path, params: list[nn.Parameter],
+    model: nn.Module, loss_fn: LossFn, dataset: Dataset, directory: Path | None, params: list[nn.Parameter],
     optimizer: torch.optim.Optimizer, opts: FitOptions, world: distributed.World, validate: ValidateFn | None,
     pass_step: bool, step: int, last: int, history: dict[str, list], seconds_before: float,
+    callback: StepCallback | None,
 ) -> None:
     """Steps ``step .. last - 1`` (the one place where one process and many differ)."""
     with distributed.trainable(model, loss_fn, params, pass_step, world) as stepper:
@@ -200,16 +213,29 @@ def _train(
                 loss.backward()
                 if opts.clip_grad is not None:
                     torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(opts, step)
                 optimizer.step()
                 step += 1
                 _log(history, step, values)
                 bar.update(1, loss=values["loss"])
                 if validate is not None and (step % opts.validate_every == 0 or step == opts.steps):
                     history["val"].append({"step": step, **_validate(model, validate)})
-                if step % opts.checkpoint_every == 0 or step == last:
+                stop = callback is not None and callback(step, values) is True
+                if directory is not None and (step % opts.checkpoint_every == 0 or step == last or stop):
                     if world.rank == 0:
                         _save(directory, model, optimizer, opts, step, history, time.perf_counter() - start, seconds_before)
                     world.barrier()
+                if stop:
+                    break
+
+
+def learning_rate(opts: FitOptions, step: int) -> float:
+    """The learning rate of the optimizer step ``step`` (0-based) under ``opts.lr_schedule`` (stateless, so resumable)."""
+    if opts.lr_schedule == "constant":
+        return opts.lr
+    low = opts.lr / 100
+    return low + (opts.lr - low) * (1 + math.cos(math.pi * step / opts.steps)) / 2
 
 
 def _generator(opts: FitOptions, step: int, rank: int) -> torch.Generator:
@@ -293,6 +319,10 @@ def _restore(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     current = {k: v for k, v in opts.model_dump().items() if k in saved}
     if saved != current:
         raise CheckpointError(f"checkpoint {where}: resumed with other options ({_differences(saved, current)}; saved ≠ now)")
+    if saved.get("lr_schedule") == "cosine" and config["options"].get("steps") != opts.steps:
+        raise CheckpointError(
+            f"checkpoint {where}: steps {config['options'].get('steps')} ≠ {opts.steps}; the cosine schedule depends on it"
+        )
     step = config.get("step")
     if not isinstance(step, int) or step < 0:
         raise CheckpointError(f"checkpoint {where}: invalid step {step!r}")

@@ -40,7 +40,7 @@ class InjectiveConv1x1(FlowLayer):
         >>> layer = InjectiveConv1x1(2, expansion=2, gamma=0.0)
         >>> x = torch.randn(3, 2, 4, 4)
         >>> y, logdet = layer(x)  # logdet 0 at initialisation (W^T W = I)
-        >>> y.shape, torch.allclose(layer.inverse(y)[0], x, atol=1e-5), float(logdet.abs().max()) < 1e-5
+        >>> y.shape, torch.allclose(layer.inverse(y)[0], x, atol=1e-5), float(logdet.detach().abs().max()) < 1e-5
         (torch.Size([3, 4, 4, 4]), True, True)
     """
 

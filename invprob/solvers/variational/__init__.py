@@ -5,13 +5,14 @@ All fit a flow ``q`` to the posterior by minimising ``E_q[beta log q - log p(. |
 
 - :mod:`.per_measurement`: ``"svi"`` (a pre-generator on the prior's latent space, one per
   measurement) and ``"ambient-vi"`` (a flow in image space with the prior's ``log_prob``);
-- :mod:`.amortized`: a conditional pre-generator ``q(z | y)`` trained once over simulated
-  measurements (:func:`train_amortized`, :class:`AmortizedPosterior`) and the ``"avi"`` sampler.
+- :mod:`.amortized`: a conditional pre-generator ``q(z | y)`` (:class:`AmortizedPosterior`),
+  trained once over simulated measurements by :func:`invprob.training.train_amortized`, and the
+  ``"avi"`` sampler.
 
 References: Whang, Lei, Dimakis 2021, "Composing Normalizing Flows for Inverse Problems".
 """
 
-from .amortized import AVI, AmortizedPosterior, AmortizedTrainingOptions, AVIOptions, train_amortized
+from .amortized import AVI, AmortizedPosterior, AVIOptions
 from .fitting import FlowOptions, PlateauRule, fit_variational
 from .per_measurement import SVI, AmbientVI, FlowPosterior, VIOptions
 
@@ -21,11 +22,9 @@ __all__ = [
     "AVIOptions",
     "AmbientVI",
     "AmortizedPosterior",
-    "AmortizedTrainingOptions",
     "FlowOptions",
     "FlowPosterior",
     "PlateauRule",
     "VIOptions",
     "fit_variational",
-    "train_amortized",
 ]

@@ -1,8 +1,8 @@
 """Amortised variational inference: a conditional pre-generator ``q(z | y)`` and the ``"avi"`` sampler.
 
-:func:`train_amortized` fits, once for an operator and a noise level, a flow conditioned on the
-measurement by minimising the variational loss averaged over measurements simulated from the prior
-(or from images given by the user),
+:func:`invprob.training.train_amortized` fits, once for an operator and a noise level, a flow
+conditioned on the measurement by minimising the variational loss averaged over measurements
+simulated from the prior (or from images given by the user),
 
     E_{x, y = A x + sigma n} E_{q(z | y)}[ beta * log q(z | y) - log p_Z(z) + ||A f(z) - y||^2 / (2 sigma^2) ],
 
@@ -24,50 +24,22 @@ from typing import Any
 import torch
 from pydantic import Field, field_validator
 
-from ..._checks import check_batch, check_finite, to_tensor
 from ...checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ...operators.base import Operator
 from ...priors.base import Prior
-from ...rng import randint, randn
 from .._common import NoiseLevel
-from .._posterior import (
-    check_run,
-    data_fit,
-    noise_levels,
-    require_latent_density,
-    summarize,
-    validate_noise_level,
-)
-from ..base import Callback, Result, Solver, SolverOptions, parse_options, register
+from .._posterior import check_run, data_fit, noise_levels, summarize, validate_noise_level
+from ..base import Callback, Result, Solver, SolverOptions, register
 from ..driver import iterate
 from ..pregenerator import PreGenerator
-from .fitting import FlowOptions, fit_variational
 
 FORMAT = "invprob.AmortizedPosterior"
-
-
-class AmortizedTrainingOptions(FlowOptions):
-    """Options of :func:`train_amortized` (defaults suit small latent spaces); ``sigma`` is one number."""
-
-    steps: int = Field(2000, ge=1, le=10_000_000, description="optimisation steps")
-    batch_size: int = Field(64, ge=1, description="simulated measurements per step")
-    context_dim: int = Field(32, ge=1, description="size of the measurement embedding fed to the flow")
-    n_calibration: int = Field(1024, ge=2, description="simulated measurements used to standardise y")
-
-    @field_validator("sigma", mode="after")
-    @classmethod
-    def _one_sigma(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            if len(value) != 1:
-                raise ValueError(f"expected one noise level for the training, got {len(value)}")
-            return value[0]
-        return value
 
 
 class AmortizedPosterior(torch.nn.Module):
     """A conditional pre-generator ``q(z | y)`` for one operator shape, noise level and latent size.
 
-    Built by :func:`train_amortized`; used by ``solve(op, prior, y, method="avi", amortized=...)``.
+    Built by :func:`invprob.training.train_amortized`; used by ``solve(op, prior, y, method="avi", amortized=...)``.
     The measurement is standardised entry-wise (statistics of simulated training measurements)
     before the flow's embedding network reads it. :meth:`save` / :meth:`load` use safetensors + JSON.
 
@@ -172,99 +144,6 @@ class AmortizedPosterior(torch.nn.Module):
             raise CheckpointError(f"checkpoint {path}: weights do not match the configuration ({err})") from None
         model.history = record.get("history", {})
         return model.to(map_location)
-
-
-def train_amortized(
-    op: Operator,
-    prior: Prior,
-    *,
-    data: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-    **options: Any,
-) -> AmortizedPosterior:
-    """Train a conditional pre-generator ``q(z | y)`` for ``op`` (see the module docstring).
-
-    Each step draws images ``x`` (from ``prior.sample`` or, if given, rows of ``data`` of shape
-    ``(N, *prior.data_shape)``), simulates ``y = A x + sigma * noise``, draws one ``z ~ q(. | y)``
-    per measurement and takes an Adam step on the mean of
-    ``beta * log q(z | y) - log p_Z(z) + ||A f(z) - y||^2 / (2 sigma^2)``.
-
-    ``options`` are those of :class:`AmortizedTrainingOptions` (``sigma`` is required). The returned
-    model's ``history`` holds the loss per step. ``callback(step, x, info)`` gets the step's decoded
-    samples; returning True stops the training.
-
-    Example:
-        >>> import torch
-        >>> from invprob.operators import Identity
-        >>> from invprob.priors import LinearGaussianPrior
-        >>> prior = LinearGaussianPrior(torch.eye(4), data_shape=(1, 2, 2))
-        >>> model = train_amortized(Identity((1, 2, 2)), prior, sigma=0.5, steps=3, batch_size=4,
-        ...                         n_calibration=8, n_layers=1, hidden=8, generator=torch.Generator().manual_seed(0))
-        >>> len(model.history["loss"]), model.sigma
-        (3, 0.5)
-    """
-    opts = parse_options(AmortizedTrainingOptions, options, "train_amortized")
-    if not isinstance(op, Operator) or not isinstance(prior, Prior):
-        raise TypeError("train_amortized: expected an invprob Operator and an invprob Prior")
-    if tuple(op.in_shape) != tuple(prior.data_shape):
-        raise ValueError(f"op: in_shape {op.in_shape} does not match the prior's data_shape {prior.data_shape}")
-    check_run(torch.zeros(1), generator, callback)
-    require_latent_density(prior, "avi")
-    images = None if data is None else _check_data(data, prior)
-    sigma = float(opts.sigma)  # type: ignore[arg-type]
-    model = AmortizedPosterior(
-        latent_dim=prior.latent_dim,
-        in_shape=op.in_shape,
-        out_shape=op.out_shape,
-        sigma=sigma,
-        beta=opts.beta,
-        prior_class=type(prior).__name__,
-        n_layers=opts.n_layers,
-        hidden=opts.hidden,
-        context_dim=opts.context_dim,
-        generator=generator,
-    ).to(device=prior.device, dtype=prior.dtype)
-    with torch.no_grad():
-        model.calibrate(_simulate(op, prior, images, opts.n_calibration, sigma, generator))
-    last: dict[str, torch.Tensor] = {}
-
-    def objective(active: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.no_grad():
-            y = _simulate(op, prior, images, opts.batch_size, sigma, generator)
-        z, log_q = model.flow.sample(opts.batch_size, model.context(y), generator)
-        x = prior.decode(z)
-        fit = data_fit(op, x, y, sigma)
-        loss = (opts.beta * log_q - prior.latent_log_prob(z) + fit).mean()
-        last["x"] = x.detach()
-        return loss, {"loss": loss.detach().reshape(1), "data_fit": fit.detach().mean().reshape(1)}
-
-    trace = fit_variational(
-        model.parameters(), objective, opts, method="train_amortized", batch=1,
-        estimate=lambda: last["x"], callback=callback,
-    )
-    model.history = trace.history
-    model.eval()
-    return model
-
-
-def _check_data(data: torch.Tensor, prior: Prior) -> torch.Tensor:
-    images = check_finite(check_batch(to_tensor(data, "data"), prior.data_shape, "data"), "data")
-    if images.shape[0] == 0:
-        raise ValueError(f"data: expected at least one image, got an empty batch of shape {tuple(images.shape)}")
-    return images.to(device=prior.device, dtype=prior.dtype)
-
-
-def _simulate(
-    op: Operator, prior: Prior, images: torch.Tensor | None, n: int, sigma: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """``y = A x + sigma * noise`` for ``n`` images from the prior or drawn (with replacement) from ``images``."""
-    if images is None:
-        x = prior.sample(n, generator=generator)
-    else:
-        x = images[randint(images.shape[0], (n,), device=images.device, generator=generator)]
-    y = op(x)
-    return y + sigma * randn(y.shape, like=y, generator=generator)
 
 
 class AVIOptions(SolverOptions):
