@@ -75,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="architecture argument of the prior class, e.g. hidden=16 (repeatable)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="training option, e.g. mse_steps=2500 or steps=3000 (repeatable; see the train_* docstrings; "
-                        "defaults: trumpet mse_steps=1000 ml_steps=200, others steps=2000)")
+                        "defaults: trumpet mse_steps=500 ml_steps=200, others steps=2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default: 0)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -3,7 +3,7 @@
 Example:
     >>> from invprob.training import TrumpetTrainOptions
     >>> TrumpetTrainOptions().mse_steps
-    1000
+    500
 """
 
 from ..checkpoint import CheckpointError, atomic_write, has_checkpoint, load_checkpoint, save_checkpoint

@@ -10,8 +10,16 @@ References:
     Kumar, Poole, Murphy (2020), "Regularized Autoencoders via Relaxed Injective Probability Flow".
 
 Example:
+    >>> import tempfile, torch
+    >>> from invprob.priors import RelaxedInjectiveFlow
     >>> penalty_weight(1000, 1.0)
     2.0
+    >>> prior = RelaxedInjectiveFlow((1, 8, 8), 4, channels=(4, 8))
+    >>> images = torch.rand(16, 1, 8, 8) * 2 - 1
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     report = train_relaxed_flow(prior, images, tmp, steps=2, batch_size=8, n_components=2, progress=False)
+    >>> report["finished"], sorted(report["metrics"])
+    (True, ['latent_nll', 'rel_error'])
 """
 
 from __future__ import annotations
