@@ -24,7 +24,7 @@ from invprob.data import load_dataset  # noqa: E402
 from invprob.metrics import relative_error  # noqa: E402
 from invprob.priors.pretrained import PRETRAINED_DIR, describe_prior, list_priors, load_prior  # noqa: E402
 from invprob.training import bits_per_dim  # noqa: E402
-from invprob.checkpoint import WEIGHTS_FILE  # noqa: E402
+from invprob.checkpoint import checkpoint_files  # noqa: E402
 
 BATCH = 64
 
@@ -51,7 +51,7 @@ def measure(name: str) -> dict[str, float | str]:
     return {
         "name": name, "class": type(prior).__name__, "shape": "×".join(map(str, prior.data_shape)),
         "latent": prior.latent_dim, "params": sum(p.numel() for p in prior.parameters()),
-        "mib": (PRETRAINED_DIR / name / WEIGHTS_FILE).stat().st_size / 2**20, "load": load_seconds,
+        "mib": sum(f.stat().st_size for f in checkpoint_files(PRETRAINED_DIR / name)) / 2**20, "load": load_seconds,
         "n_test": len(x), "mean": float(error.mean()), "median": float(q[0]), "q95": float(q[1]),
         "project_ms": project_ms, "bpd": bpd,
     }
