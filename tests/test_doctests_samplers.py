@@ -7,19 +7,19 @@ import pkgutil
 import pytest
 
 import invprob.priors.layers
+import invprob.solvers.mcmc
 import invprob.solvers.variational
 
 SAMPLER_MODULES = [
     "invprob.solvers._posterior",
     "invprob.solvers.chain_stats",
-    "invprob.solvers.mcmc",
     "invprob.solvers.pregenerator",
 ]
 
 
 def _modules() -> list[str]:
     names = list(SAMPLER_MODULES)
-    for package in (invprob.solvers.variational, invprob.priors.layers):
+    for package in (invprob.solvers.variational, invprob.solvers.mcmc, invprob.priors.layers):
         names.append(package.__name__)
         names += [info.name for info in pkgutil.walk_packages(package.__path__, prefix=package.__name__ + ".")]
     return sorted(names)
@@ -32,14 +32,16 @@ MUST_HAVE_EXAMPLES = {
     "invprob.solvers.variational.amortized": ["AmortizedPosterior"],
     "invprob.solvers.variational.per_measurement": ["SVI", "FlowPosterior"],
     "invprob.solvers.variational.fitting": ["PlateauRule"],
-    "invprob.solvers.mcmc": ["Langevin", "PLMCMC"],
+    "invprob.solvers.mcmc.langevin": ["Langevin"],
+    "invprob.solvers.mcmc.pl_mcmc": ["PLMCMC"],
     "invprob.solvers.chain_stats": [""],
     "invprob.solvers.pregenerator": [""],
 }
 
 
 def test_every_module_is_found():
-    assert "invprob.solvers.variational.amortized" in MODULES and "invprob.priors.layers.linear" in MODULES
+    for name in ("invprob.solvers.variational.amortized", "invprob.solvers.mcmc.chains", "invprob.priors.layers.linear"):
+        assert name in MODULES
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from ..operators.base import Operator
 from ..priors.base import Prior
@@ -81,6 +82,15 @@ def latent_log_posterior(prior: Prior, op: Operator, y: torch.Tensor, sigma: Sig
         return log_p, fit
 
     return log_density
+
+
+def progress_option() -> Any:
+    """The ``progress`` option of every sampler (passed to :func:`invprob.solvers.iterate`)."""
+    return Field(
+        None,
+        description="progress: True shows it (a bar on a terminal, timed lines in log files), False hides it, "
+        "None leaves it to the driver's default",
+    )
 
 
 def noise_levels(sigma: Any, y: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from ...checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ...operators.base import Operator
 from ...priors.base import Prior
 from .._common import NoiseLevel
-from .._posterior import check_run, data_fit, noise_levels, summarize, validate_noise_level
+from .._posterior import check_run, data_fit, noise_levels, progress_option, summarize, validate_noise_level
 from ..base import Callback, Result, Solver, SolverOptions, register
 from ..driver import iterate
 from ..pregenerator import PreGenerator
@@ -154,7 +154,7 @@ class AVIOptions(SolverOptions):
     sigma: NoiseLevel = Field(
         None, description="optional: must equal the noise level the model was trained for (amortized.sigma)"
     )
-    progress: bool | None = Field(None, description="progress: True always, False/None never")
+    progress: bool | None = progress_option()
 
     @field_validator("sigma", mode="before")
     @classmethod

@@ -25,7 +25,7 @@ import torch
 from pydantic import Field, field_validator
 
 from .._common import NoiseLevel
-from .._posterior import validate_noise_level
+from .._posterior import progress_option, validate_noise_level
 from ..base import Callback, SolverOptions
 from ..driver import StoppingRule, Trace, iterate
 from ..pregenerator import PreGenerator
@@ -52,9 +52,7 @@ class FlowOptions(SolverOptions):
     )
     n_layers: int = Field(4, ge=1, description="flow steps (actnorm + LU linear + affine coupling)")
     hidden: int = Field(64, ge=1, description="hidden width of the coupling MLPs")
-    progress: bool | None = Field(
-        None, description="progress: True always (a bar on a terminal, timed lines in logs), False/None never"
-    )
+    progress: bool | None = progress_option()
 
     _sigma = field_validator("sigma", mode="before")(validate_noise_level)
 
