@@ -36,7 +36,8 @@ from invprob.operators import RandomGaussian, from_matrix  # noqa: E402
 from invprob.operators.base import LinearOperator  # noqa: E402
 from invprob.priors.base import Prior  # noqa: E402
 from invprob.priors.pretrained import load_prior  # noqa: E402
-from invprob.solvers import solve, train_amortized  # noqa: E402
+from invprob.solvers import solve  # noqa: E402
+from invprob.training import train_amortized  # noqa: E402
 
 SAMPLERS = ("svi", "avi", "ambient-vi", "langevin", "pl-mcmc")
 
