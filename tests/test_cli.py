@@ -88,10 +88,23 @@ def test_methods_name_lists_every_option_with_type_default_and_description(metho
 
 def test_option_rows_give_ranges():
     rows = {r["name"]: r for r in option_rows("iflow-l")}
-    assert rows["iterations"]["type"] == "int" and rows["iterations"]["range"] == ">= 1, <= 1000000"
-    assert rows["lr"]["range"] == "> 0"
-    assert rows["sigma"]["type"] == "float | list[float] | None" and rows["sigma"]["range"] == "> 0"
+    assert rows["iterations"]["type"] == "int" and rows["iterations"]["range"] == ">= 1 and <= 1000000"
+    assert rows["lr"]["range"] == "> 0" and rows["iterations"]["default"] == f"default {rows_default('iflow-l', 'iterations')!r}"
     assert rows["optimizer"]["type"] == "'adam' | 'gd'"
+    assert {r["name"]: r for r in option_rows("langevin")}["sigma"]["default"] == "required"
+
+
+def rows_default(method, name):
+    from invprob.solvers.base import options_model
+
+    return options_model(method).model_fields[name].default
+
+
+def test_methods_kinds_match_the_registry():
+    from invprob.cli.methods import KINDS
+    from invprob.solvers.base import KINDS as REGISTRY_KINDS
+
+    assert tuple(KINDS) == tuple(REGISTRY_KINDS)
 
 
 # --- help texts ----------------------------------------------------------------------------------------

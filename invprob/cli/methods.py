@@ -10,80 +10,34 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-import typing
 from typing import Any
 
 KINDS = ("map", "posterior", "baseline")
 
 
-def method_kind(cls: type) -> str:
-    """``map``, ``posterior`` or ``baseline`` for a registered solver class."""
-    kind = getattr(cls, "kind", None)
-    if kind in KINDS:
-        return kind
-    if cls.name in ("pinv", "tv"):
-        return "baseline"
-    if cls.name in ("svi", "avi", "ambient-vi", "langevin", "pl-mcmc"):
-        return "posterior"
-    return "map"
+def _default_text(value: Any) -> str:
+    from pydantic_core import PydanticUndefined
 
-
-def type_name(annotation: Any) -> str:
-    """A readable name of an options field's type: ``int``, ``float | None``, ``'adam' | 'gd'``."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is type(None):
-        return "None"
-    if origin is typing.Annotated:
-        return type_name(args[0])
-    if origin is typing.Literal:
-        return " | ".join(repr(a) for a in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return " | ".join(type_name(a) for a in args)
-    if origin is not None:
-        inner = ", ".join(type_name(a) for a in args)
-        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _bounds(metadata: list[Any], annotation: Any) -> list[str]:
-    out = []
-    for item in metadata:
-        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            value = getattr(item, attr, None)
-            if value is not None:
-                out.append(f"{symbol} {value:g}" if isinstance(value, float) else f"{symbol} {value}")
-    for arg in typing.get_args(annotation):  # bounds inside e.g. Annotated[float, Field(gt=0)] | list[...] | None
-        if typing.get_origin(arg) is typing.Annotated:
-            for extra in typing.get_args(arg)[1:]:
-                out += _bounds(getattr(extra, "metadata", [extra]), None)
-        elif typing.get_args(arg):
-            out += _bounds([], arg)
-    return list(dict.fromkeys(out))
+    return "required" if value is PydanticUndefined else f"default {value!r}"
 
 
 def option_rows(method: str) -> list[dict[str, str]]:
-    """One row per option of ``method``: name, type, default, range, description."""
-    from ..solvers.base import options_model
+    """One row per option of ``method`` (from :func:`invprob.solvers.describe_method`): name, type, default, range, description."""
+    from ..solvers import describe_method
 
-    rows = []
-    for name, field in options_model(method).model_fields.items():
-        default = "required" if field.is_required() else f"default {field.default!r}"
-        bounds = _bounds(list(field.metadata), field.annotation)
-        rows.append({"name": name, "type": type_name(field.annotation), "default": default,
-                     "range": ", ".join(bounds) or "-", "description": field.description or ""})
-    return rows
+    return [{"name": o.name, "type": o.type, "default": _default_text(o.default), "range": o.range or "-",
+             "description": o.description} for o in describe_method(method).options]
 
 
 def method_rows(kind: str | None = None) -> list[dict[str, str]]:
     """One row per registered method (optionally of one ``kind``): name, kind, description."""
-    from ..solvers.base import _lookup, list_methods
+    from ..solvers import describe_method, list_methods
 
     rows = []
-    for name in list_methods():
-        cls = _lookup(name)
-        rows.append({"name": name, "kind": method_kind(cls), "description": cls.description})
-    return [r for r in rows if kind is None or r["kind"] == kind]
+    for name in list_methods(kind):
+        info = describe_method(name)
+        rows.append({"name": name, "kind": info.kind, "description": info.description})
+    return rows
 
 
 def format_methods(rows: list[dict[str, str]]) -> str:
@@ -97,10 +51,13 @@ def format_methods(rows: list[dict[str, str]]) -> str:
 
 def format_options(method: str, rows: list[dict[str, str]]) -> str:
     """A method's options as one block per option."""
-    from ..solvers.base import _lookup
+    from ..solvers import describe_method
 
-    cls = _lookup(method)
-    lines = [f"{method} ({method_kind(cls)}): {cls.description}", ""]
+    info = describe_method(method)
+    lines = [f"{method} ({info.kind}): {info.description}"]
+    if info.references:
+        lines += textwrap.wrap(f"References: {info.references}", width=100, subsequent_indent="    ")
+    lines.append("")
     for r in rows:
         lines.append(f"{r['name']}: {r['type']}, {r['default']}" + (f", range {r['range']}" if r["range"] != "-" else ""))
         lines += textwrap.wrap(r["description"], width=96, initial_indent="    ", subsequent_indent="    ")
