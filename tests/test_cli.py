@@ -233,6 +233,9 @@ ERRORS = [
     (["solve", "--image", "digits:0", "--opt", "lam"], ["--opt", "key=value", "'lam'"]),
     (["demo", "--n-images", "0"], ["n_images", ">= 1", "0"]),
     (["demo", "--n-images", "100000"], ["n_images", "at most 297", "100000"]),
+    (["demo", "--methods", "pinv,nope"], ["unknown method 'nope'", "iflow-l"]),
+    (["demo", "--methods", "pinv,pinv"], ["methods", "distinct", "pinv"]),
+    (["demo", "--out", "{d}/afile"], ["out_dir", "directory", "afile"]),
 ]
 
 

@@ -37,7 +37,7 @@ def command_lines(text: str) -> list[str]:
     """Every command of the ```bash blocks, without its comment (``# ...``)."""
     out = []
     for block in blocks(text, "bash"):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # join continued lines
             words = shlex.split(line, comments=True)
             if words:
                 out.append(" ".join(words))
@@ -47,11 +47,12 @@ def command_lines(text: str) -> list[str]:
 #: How each README command is exercised. "run": executed in a temporary directory with the extra
 #: arguments appended (small budgets, the tiny PCA prior ``{prior}``); "parse": its arguments are
 #: validated by the parser (the run is too long for the fast suite; another test covers it);
-#: "make": the Makefile target exists and runs the command named.
+#: "make": the Makefile target exists and runs the command named; "torchrun": the arguments after
+#: ``-m invprob`` are validated by the parser (the distributed runs are tested in test_distributed_training.py).
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "make demo": ("make", ["invprob demo"]),
     "make test": ("make", ["pytest"]),
-    "invprob demo": ("run", ["--prior", "{prior}", "--n-images", "1", "--quiet"]),
+    "invprob demo": ("run", ["--prior", "{prior}", "--n-images", "1", "--methods", "pinv,tv", "--quiet"]),
     "invprob bench --out runs/bench": ("run", ["--prior", "{prior}", "--n-images", "1", "--operators", "sr:4",
                                                "--methods", "pinv,tv", "--opt", "tv.iterations=3", "--quiet"]),
     "invprob solve --image digits:3 --operator sr:4 --method iflow-l --out runs/solve":
@@ -61,7 +62,13 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "invprob priors": ("run", []),
     "invprob priors trumpet-digits": ("run", []),
     "invprob uq-ct --phantom shepp-logan --out runs/uq": ("parse", []),
+    "invprob uq-ct --phantom ellipses:0 --eval-phantoms 19 --calibrate 19 --out runs/uq": ("parse", []),
+    "invprob uq-ct --phantom scan.dcm --calibrate runs/uq/calibration.json --out runs/scan": ("parse", []),
     "invprob train trumpet --data digits --out runs/my-prior": ("parse", []),
+    "torchrun --nproc_per_node=2 -m invprob train trumpet --data digits --out runs/trumpet-ddp": ("torchrun", []),
+    "torchrun --nproc_per_node=2 -m invprob train trumpet --data digits --out runs/trumpet-ddp --resume": ("torchrun", []),
+    "torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 --rdzv-id=trumpet-ddp "
+    "-m invprob train trumpet --data digits --out /shared/runs/trumpet-ddp --opt batch_size=256": ("torchrun", []),
 }
 
 
@@ -105,6 +112,10 @@ def test_readme_command(command, tmp_path, monkeypatch, pca_prior_dir, capsys):
         assert dry.returncode == 0, dry.stderr
         for expected in extra:
             assert expected in dry.stdout, (expected, dry.stdout)
+        return
+    if how == "torchrun":
+        assert words[0] == "torchrun" and "-m" in words and words[words.index("-m") + 1] == "invprob", command
+        build_parser().parse_args(words[words.index("-m") + 2 :])
         return
     assert words[0] == "invprob"
     argv = words[1:]

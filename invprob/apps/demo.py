@@ -41,7 +41,15 @@ def run_demo(
     from ..plots import image_grid
     from ..priors.pretrained import list_priors, load_prior, describe_prior
     from ..progress import progress as progress_indicator
+    from ..solvers import make_options
 
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir: expected a directory, got the file {str(out)!r}")
+    if not methods or len(set(methods)) != len(methods):
+        raise ValueError(f"methods: expected distinct method names, got {methods!r}")
+    for method in methods:
+        make_options(method)  # an unknown name fails here, before any work
     dataset_name = describe_prior(prior).get("dataset", "digits") if prior in list_priors() else "digits"
     dataset = load_dataset(dataset_name, split="test")
     n_images = check_int(n_images, "n_images", minimum=1)
@@ -62,7 +70,6 @@ def run_demo(
             table[method] = {"snr": float(scores[method].mean()), "ssim": float(ssim(x, x_hat).mean()),
                              "seconds": seconds / n_images}
             bar.update(method=method, snr=table[method]["snr"])
-    out = Path(out_dir)
     labels = getattr(dataset, "labels", None)
     row_labels = [(f"class {int(labels[i])} " if labels is not None else "") + f"(test image {i})" for i in range(n_images)]
     rows = [[x[i], *(estimates[mth][i] for mth in methods)] for i in range(n_images)]

@@ -8,7 +8,10 @@ import argparse
 def run(args: argparse.Namespace) -> None:
     from ..apps.demo import run_demo
 
-    run_demo(args.out, prior=args.prior, n_images=args.n_images, seed=args.seed, progress=not args.quiet)
+    from ..apps.demo import METHODS
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    run_demo(args.out, prior=args.prior, n_images=args.n_images, seed=args.seed, methods=methods, progress=not args.quiet)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory of the figure")
     p.add_argument("--prior", default="trumpet-digits", help="shipped prior name or checkpoint directory")
     p.add_argument("--n-images", type=int, default=4, help="number of test images (1 to the test split's size)")
+    p.add_argument("--methods", default="pinv,tv,csgm,dip,iflow,iflow-l",
+                   help="comma-separated methods to compare (see `invprob methods`)")
     p.add_argument("--seed", type=int, default=0, help="seed of operator, noise and methods")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=run)
