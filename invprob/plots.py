@@ -5,6 +5,7 @@ The CT uncertainty maps and reliability diagrams live with their workflow, in
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,8 @@ def panel_row(panels: Sequence[Panel], path: str | Path, *, title: str | None = 
     """
     if not panels:
         raise ValueError("panels: expected at least one panel, got none")
-    fig, axes = plt.subplots(1, len(panels), figsize=(cell_inches * len(panels) + 0.4, cell_inches + 0.9), squeeze=False)
+    width = max(cell_inches * len(panels) + 0.4, 6.0)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, cell_inches + 1.1), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -106,11 +108,11 @@ def panel_row(panels: Sequence[Panel], path: str | Path, *, title: str | None = 
             bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
             bar.set_label(panel.colorbar, fontsize=7)
             bar.ax.tick_params(labelsize=6)
-        ax.set_title(panel.label, fontsize=8)
+        ax.set_title(textwrap.fill(panel.label, int(cell_inches * 13)), fontsize=8)
         if panel.caption:
             ax.set_xlabel(panel.caption, fontsize=7, labelpad=2)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(textwrap.fill(title, int(width * 12)), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

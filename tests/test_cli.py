@@ -252,6 +252,34 @@ def test_cli_errors_are_one_line_naming_the_problem(argv, words, bad_files, pca_
     assert not (bad_files / "out").exists()  # nothing written on an error
 
 
+def _panels(spec, method, **options):
+    from invprob.operators.spec import parse_operator
+    from invprob.solvers import solve
+
+    op = parse_operator(spec).build((1, 32, 32), 0)
+    truth = load_dataset("digits", split="test")[0]
+    y = op(truth[None])[0] + 0.01 * torch.randn(op.out_shape)
+    prior = LinearGaussianPrior(torch.randn(1024, 4) * 0.1, torch.zeros(1024), data_shape=(1, 32, 32))
+    result = solve(op, prior, y, method, **options)
+    pinv = op.pinv(y[None])[0]
+    start = solve_cli.known_start(method, result.options, pinv)
+    return [(p.label, p.colorbar) for p in solve_cli.figure_panels(y=y, op=op, pinv=pinv, result=result, start=start, truth=truth)]
+
+
+def test_figure_panels_show_each_image_once_with_its_role():
+    # a vector measurement: A⁺y stands in for it; iFlow's start is A⁺y clipped
+    labels = [label for label, _ in _panels("gauss:100", "iflow", iterations=2, progress=False)]
+    assert labels[0] in ("A⁺y (y: 100 numbers) = start", "A⁺y (y: 100 numbers) ≈ start") or labels[1].startswith("start: A⁺y clipped")
+    assert labels[-1] == "truth" and labels[-2] == "reconstruction (iflow)"
+    # a masked image: y and A⁺y agree up to the noise in the hole, shown once
+    labels = [label for label, _ in _panels("block:12", "pinv")]
+    assert labels == ["measurement y (1, 32, 32) ≈ A⁺y ≈ pinv result", "truth"]
+    # a sampler: the posterior std with a labelled colour bar
+    panels = _panels("sr:4", "langevin", sigma=0.01, n_samples=3, burn_in=1, n_chains=2, progress=False)
+    assert ("posterior std", "std (image units, [-1, 1] scale)") in panels and panels[0][0] == "measurement y (1, 8, 8)"
+    assert [p[0] for p in panels][1:3] == ["A⁺y", "posterior mean (langevin)"]
+
+
 def test_known_start_and_figure_dedupe(tmp_path, pca_prior_dir):
     from invprob.solvers import make_options
 

@@ -210,14 +210,23 @@ def quality(truth: Any, image: Any) -> str:
     return f"SNR {float(snr(a, b)[0]):.1f} dB, PSNR {float(psnr(a, b, data_range=2.0)[0]):.1f} dB"
 
 
-def write_figure(path: Path, *, y: Any, op: Any, pinv: Any, result: Any, start: tuple[Any, str] | None,
-                 truth: Any | None, title: str) -> Path:
-    """``figure.png``: measurement (or A⁺y when y is not an image), start, reconstruction, std, truth.
+def write_figure(path: Path, *, title: str, **inputs: Any) -> Path:
+    """``figure.png``: the panels of :func:`figure_panels` side by side under ``title``."""
+    from ..plots import panel_row
 
-    A panel equal to an earlier one (e.g. A⁺y of a mask is y itself; the start of iFlow is A⁺y)
-    is not repeated: the earlier panel's title names both.
+    return panel_row(figure_panels(**inputs), path, title=title)
+
+
+def figure_panels(*, y: Any, op: Any, pinv: Any, result: Any, start: tuple[Any, str] | None, truth: Any | None) -> list[Any]:
+    """The panels of ``figure.png``: measurement (or A⁺y when y is not an image), start, reconstruction, std, truth.
+
+    A panel equal or within 5 % (relative) of an earlier one is not repeated: the earlier panel's
+    title names both (e.g. A⁺y of a mask is y up to the noise in the unobserved pixels; iFlow's
+    start is A⁺y clipped).
     """
-    from ..plots import Panel, panel_row
+    import torch
+
+    from ..plots import Panel
 
     def caption(image: Any) -> str:
         return quality(truth, image) if truth is not None and tuple(image.shape) == tuple(truth.shape) else ""
@@ -226,14 +235,14 @@ def write_figure(path: Path, *, y: Any, op: Any, pinv: Any, result: Any, start: 
 
     def add(panel: Any, alias: str) -> None:
         for earlier in panels:
-            same = tuple(earlier.image.shape) == tuple(panel.image.shape) and bool(
-                torch.allclose(earlier.image.float(), panel.image.float(), atol=1e-4))
-            if same:
-                earlier.label += f" = {alias}"
+            if tuple(earlier.image.shape) != tuple(panel.image.shape):
+                continue
+            a, b = earlier.image.float(), panel.image.float()
+            difference = float((a - b).norm() / a.norm().clamp_min(1e-12))
+            if difference <= 0.05:
+                earlier.label += f" = {alias}" if difference <= 1e-4 else f" ≈ {alias}"
                 return
         panels.append(panel)
-
-    import torch
 
     if y.dim() == 3:
         plain = float(y.abs().max()) <= 1.5
@@ -249,7 +258,7 @@ def write_figure(path: Path, *, y: Any, op: Any, pinv: Any, result: Any, start: 
         panels.append(Panel("posterior std", result.std, "pixel-wise", colorbar="std (image units, [-1, 1] scale)"))
     if truth is not None:
         panels.append(Panel("truth", truth))
-    return panel_row(panels, path, title=title)
+    return panels
 
 
 def run(args: argparse.Namespace) -> None:
