@@ -1,7 +1,8 @@
 """Variational posterior samplers: composed-flow SVI, Ambient VI and amortised VI (AVI).
 
 All fit a flow ``q`` to the posterior by minimising ``E_q[beta log q - log p(. | y)]`` (up to
-``log p(y)``) through one fitting loop (:func:`fit_variational`):
+``log p(y)``); the per-measurement fits run through :func:`fit_variational` (the driver's loop),
+the amortised model's training through the training loop of :mod:`invprob.training`:
 
 - :mod:`.per_measurement`: ``"svi"`` (a pre-generator on the prior's latent space, one per
   measurement) and ``"ambient-vi"`` (a flow in image space with the prior's ``log_prob``);

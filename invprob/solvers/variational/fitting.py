@@ -8,8 +8,9 @@ estimated with ``batch_size`` reparametrised samples per step and minimised by A
 optional cosine decay of the learning rate). With ``beta = 1``, ``L = KL(q || p(z | y)) - log p(y)``,
 so the minimiser is the posterior; ``beta < 1`` narrows the samples, ``beta = 0`` collapses them
 onto a MAP point. :func:`fit_variational` runs the steps through :func:`invprob.solvers.iterate`
-(progress, history, divergence, callback); the per-measurement samplers, the amortised
-sampler's training and any other variational fit call it.
+(progress, history, divergence, callback, per-image stopping); the per-measurement samplers call
+it. (:func:`invprob.training.train_amortized` subclasses :class:`FlowOptions` and trains the
+amortised model with the prior trainers' loop, which adds checkpoints and data parallelism.)
 
 References: Whang, Lei, Dimakis 2021, "Composing Normalizing Flows for Inverse Problems" (eq. 4,
 Algorithm 1); Kothari, Khorashadizadeh, de Hoop, Dokmanić 2021, "Trumpets: Injective Flows for
