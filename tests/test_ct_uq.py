@@ -476,3 +476,33 @@ def test_model_error_sigma_measures_what_the_prior_cannot_represent(tmp_path, mo
     assert seen == {"iflow-l": pytest.approx(effective_sigma(sigma, 0.5)), "langevin": pytest.approx(effective_sigma(sigma, 0.5))}
     with pytest.raises(ValueError, match="model_error"):
         ct_workflow(on_range[0], out=tmp_path / "bad", model_error="big", **run)
+
+
+def test_maps_figure_hatches_the_unmeasured_wedge_where_the_fourier_slice_theorem_puts_it():
+    """Default scan (30-150°): the unmeasured directions are those within 30° of the k_x axis."""
+    import matplotlib.pyplot as plt
+
+    from invprob.apps.ct_uq.figures import _mark_wedges, spectrum_extent
+
+    fig, ax = plt.subplots()
+    _mark_wedges(ax, 64, uq.missing_wedges(default_angles()))
+    patches = [p.get_patch_transform().transform_path(p.get_path()) for p in ax.patches]
+    plt.close(fig)
+    inside = lambda point: any(path.contains_point(point) for path in patches)  # noqa: E731
+    assert inside((20.0, 0.0)) and inside((-20.0, 3.0)) and inside((20.0, 10.0))  # 26.6° from k_x
+    assert not inside((0.0, 20.0)) and not inside((10.0, 10.0)) and not inside((-10.0, -10.0))
+    assert spectrum_extent(64) == (-32.5, 31.5, -31.5, 32.5)
+
+
+def test_figure_title_names_angles_wedge_snr_mad_and_the_reach_flag():
+    from invprob.apps.ct_uq.workflow import _title
+
+    summary = {"angle_range_deg": [30.0, 150.0], "missing_wedges_deg": [[150.0, 30.0]], "snr_db": 30.0,
+               "angles_deg": list(default_angles()), "sampler": "svi", "n_samples": 64,
+               "reach": {"out_of_reach": False, "reason": "fine"}}
+    title = _title(summary, "phantom")
+    for words in ("30 angles in [30°, 150°]", "unmeasured wedge 150°–30°", "30 dB SNR", "MAD = mean absolute deviation"):
+        assert words in title
+    assert "REACH" not in title
+    summary["reach"] = {"out_of_reach": True, "reason": "chi2/m = 40"}
+    assert "OUT OF THE PRIOR'S REACH: chi2/m = 40" in _title(summary, "phantom")

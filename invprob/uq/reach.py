@@ -115,7 +115,7 @@ def reach_check(
     chi2_flag = misfit.p_value < alpha
     if reference is None or len(reference) == 0:
         reason = (f"data misfit chi2/m = {misfit.reduced:.3g} (p = {misfit.p_value:.2g} {'<' if chi2_flag else '>='} "
-                  f"{alpha:g})")
+                  f"{alpha:g}; no calibration set to compare with)")
         return ReachCheck(chi2_flag, misfit, alpha, None, None, reason)
     values = [check_float(v, "reference", minimum=0) for v in reference]
     margin = check_float(margin, "margin", minimum=1)
