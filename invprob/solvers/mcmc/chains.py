@@ -144,7 +144,7 @@ class ChainRun:
         """The running posterior mean of the kept states (during burn-in: the mean of the current states)."""
         return self.moments.mean if self.moments.count else self.decode().mean(1)
 
-    def result(self, name: str) -> tuple[RunningMoments, torch.Tensor | None, torch.Tensor]:
+    def result(self) -> tuple[RunningMoments, torch.Tensor | None, torch.Tensor]:
         """Moments, kept samples ``(B, n_chains, S, ...)`` and acceptance rates ``(B, n_chains)``.
 
         When the run stopped before any state was kept, the current states are the samples.
@@ -222,7 +222,7 @@ class LatentMCMC(Solver):
             self.name, total, chains.step, batch=batch, estimate=chains.estimate, callback=callback,
             progress=opts.progress, hint=self.hint,
         )
-        result = _chain_result(self.name, opts, *chains.result(self.name))
+        result = _chain_result(self.name, opts, *chains.result())
         result.history = trace.history
         result.extras.update(self.kernel_extras(kernel, batch))
         result.extras.update({"iterations": trace.iterations, "stopped_by": trace.stopped_by})
