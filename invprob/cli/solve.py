@@ -189,13 +189,28 @@ def method_options(method: str, given: dict[str, Any], sigma: float | None, quie
     return options
 
 
-def known_start(method: str, options: Any, pinv: Any) -> tuple[Any, str] | None:
-    """The image the method starts from when it is A⁺y-based (None for random starts)."""
+def known_start(method: str, options: Any, pinv: Any, *, op: Any = None, prior: Any = None, y: Any = None) -> tuple[Any, str] | None:
+    """The image an A⁺y-based method starts from, with a label (None for random starts).
+
+    iFlow's ``start="prior-mean"`` is ``m + A⁺(y − A m)`` with ``m`` the prior's mean image (the
+    measurement-consistent point nearest to ``m``; it needs ``op``, ``prior`` and ``y``), ``"pinv"``
+    is ``A⁺y``; either is clipped to ``start_range``.
+    """
+    import torch
+
     if method in ("iflow", "iflow-l"):
+        kind = getattr(options, "start", "pinv")
+        if kind == "prior-mean" and op is not None and hasattr(prior, "mean_image") and hasattr(op, "adjoint"):
+            with torch.no_grad():
+                mean = prior.mean_image()[0].to(pinv.dtype)
+                image = mean + op.pinv((y - op(mean[None])[0])[None])[0]
+            label = "start: m + A⁺(y − A m), m the prior's mean"
+        else:
+            image, label = pinv, "start: A⁺y"
         low_high = getattr(options, "start_range", None)
         if low_high is None:
-            return pinv, "start: A⁺y"
-        return pinv.clamp(*low_high), f"start: A⁺y clipped to [{low_high[0]:g}, {low_high[1]:g}]"
+            return image, label
+        return image.clamp(*low_high), f"{label}, clipped to [{low_high[0]:g}, {low_high[1]:g}]"
     if method == "tv":
         return pinv, "start: A⁺y"
     return None
@@ -308,7 +323,7 @@ def run(args: argparse.Namespace) -> None:
     arrays = {"x_hat": result.x_hat, "y": y, "pinv": pinv, "mean": result.mean, "std": result.std, "truth": truth}
     np.savez(out / "reconstruction.npz", **{k: v.detach().cpu().numpy() for k, v in arrays.items() if v is not None})
     write_image(out / "reconstruction.png", result.x_hat)
-    start = known_start(args.method, result.options, pinv)
+    start = known_start(args.method, result.options, pinv, op=op, prior=prior, y=y)
     title = f"{args.method} with {args.prior}: {op_spec.text} on {what}, {noise}"
     write_figure(out / "figure.png", y=y, op=op, pinv=pinv, result=result, start=start, truth=truth, title=title)
     line = f"{args.method}: {result.seconds:.2f} s"
