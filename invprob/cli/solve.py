@@ -27,10 +27,12 @@ OPERATOR_HELP = (
     "(super-resolution by block averaging, factor F; 4), block:S (centred S x S hole; 12), bottom "
     "(bottom half unobserved), ct:N (limited-angle CT, N angles in [30°, 150°]; 30)"
 )
-#: Methods of ``--method`` by kind (checked against the registry by a test).
+#: Methods of ``--method`` by kind (checked against ``list_methods(kind)`` by a test).
+METHOD_KINDS = {"map": ("iflow-l", "iflow", "csgm"), "posterior": ("svi", "langevin", "pl-mcmc", "ambient-vi", "avi"),
+                "baseline": ("pinv", "tv", "dip")}
 METHOD_HELP = (
-    "MAP: iflow-l, iflow, csgm, dip; posterior samplers: svi, langevin, pl-mcmc, ambient-vi, avi; "
-    "baselines: pinv, tv. `invprob methods NAME` lists a method's options"
+    f"MAP: {', '.join(METHOD_KINDS['map'])}; posterior samplers: {', '.join(METHOD_KINDS['posterior'])}; "
+    f"baselines: {', '.join(METHOD_KINDS['baseline'])}. `invprob methods NAME` lists a method's options"
 )
 #: ``--image`` given as a dataset's test image, e.g. ``digits:3``.
 DATASET_IMAGE = re.compile(r"^(?P<name>[a-z][a-z0-9-]*):(?P<index>\d+)$")
@@ -352,7 +354,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a method option (repeatable; VALUE read as JSON), e.g. --opt iterations=200")
     p.add_argument("--snr", type=float, default=30.0, help="SNR in dB of the simulated noise (with --image)")
     p.add_argument("--sigma", type=float, default=None,
-                   help="noise std of a given --measurement, passed to methods that take one (with --image: the simulated one)")
+                   help="noise std of a given --measurement, passed to methods that take one (with --image the simulated "
+                        "noise level is passed)")
     p.add_argument("--seed", type=int, default=0, help="seed of operator, noise and method")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--out", default="runs/solve", help="output directory")
