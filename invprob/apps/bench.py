@@ -489,7 +489,7 @@ def _slug(text: str) -> str:
     return text.replace(":", "-").replace(".", "p")
 
 
-METRICS = {"snr": ("SNR (dB)", 2), "psnr": ("PSNR (dB, images in [0, 1])", 2), "ssim": ("SSIM", 3), "seconds": ("Seconds per image", 2)}
+METRICS = {"snr": ("SNR (dB)", 2), "psnr": ("PSNR (dB, images in [0, 1])", 2), "ssim": ("SSIM", 3), "seconds": ("Seconds per image", 3)}
 
 
 def summarise(records: list[dict[str, Any]], operators: list[str], methods: list[str]) -> dict[str, Any]:
