@@ -17,9 +17,11 @@ are names, or ``label=method`` to run one method under several settings, with th
 label: ``methods="dip,dip-prior=dip"``, ``method_options={"dip-prior": {"network": "prior"}}``.
 
 Named presets (:data:`PRESETS`, ``preset=`` / ``invprob bench --preset``) fix a whole protocol;
-explicit arguments override it. ``table3`` is the MNIST protocol of Table 3 of Kothari, Khorashadizadeh,
-de Hoop and Dokmanić (2021), "Trumpets: Injective Flows for Inference and Inverse Problems"; its
-``tables.md`` also lists the paper's SNRs beside the measured ones.
+explicit arguments override it. ``table3`` is the MNIST protocol of Table 3 of the Trumpets paper;
+its ``tables.md`` also lists the paper's SNRs beside the measured ones.
+
+References: K. Kothari, A. Khorashadizadeh, M. de Hoop, I. Dokmanić (2021), "Trumpets: Injective
+Flows for Inference and Inverse Problems" (Table 3, the benchmark's protocol).
 """
 
 from __future__ import annotations
@@ -81,7 +83,12 @@ class MethodSpec:
 
 
 def parse_methods(spec: str | list[str]) -> list[MethodSpec]:
-    """Parse ``"pinv,iflow-l,dip-prior=dip"`` (or a list) and check each method against the registry."""
+    """Parse ``"pinv,iflow-l,dip-prior=dip"`` (or a list) and check each method against the registry.
+
+    Example:
+        >>> [(m.label, m.method) for m in parse_methods("csgm, dip-prior=dip")]
+        [('csgm', 'csgm'), ('dip-prior', 'dip')]
+    """
     from ..solvers import list_methods
 
     items = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
@@ -155,6 +162,11 @@ def resolve_config(
 
     Everything is checked here, before any work: the operator and method specs, the options of each
     method label (unknown keys are listed with the valid ones), ``n_images`` and ``snr_db``.
+
+    Example:
+        >>> config = resolve_config("table3", n_images=2)
+        >>> config["operators"], config["n_images"], config["method_options"]["dip-prior"]["network"]
+        (['gauss:250', 'drop:0.15', 'keep:0.15', 'sr:4', 'block:12', 'block:16'], 2, 'prior')
     """
     from .._checks import check_int
 
@@ -573,7 +585,12 @@ def _ratio_text(seconds: dict[str, float]) -> str:
 
 
 def ordering_verdict(paper: dict[str, float], ours: dict[str, float]) -> str:
-    """``yes`` when the methods rank in the paper's order (highest SNR first), else the pairs that swap."""
+    """``yes`` when the methods rank in the paper's order (highest SNR first), else the pairs that swap.
+
+    Example:
+        >>> ordering_verdict({"CSGM": 11.3, "iFlow-L": 21.8}, {"CSGM": 12.0, "iFlow-L": 9.0})
+        'no: ours CSGM > iFlow-L'
+    """
     common = [c for c in paper if c in ours]
     if len(common) < 2:
         return "–"

@@ -2,6 +2,13 @@
 
 Kept free of heavy imports, so that the command line can list the presets in ``--help`` without
 loading torch.
+
+References: K. Kothari, A. Khorashadizadeh, M. de Hoop, I. Dokmanić (2021), "Trumpets: Injective
+Flows for Inference and Inverse Problems" (Table 3: the ``table3`` preset and its reference SNRs).
+
+Example:
+    >>> PRESETS["table3"].settings["operators"]
+    'gauss:250,drop:0.15,keep:0.15,sr:4,block:12,block:16'
 """
 
 from __future__ import annotations
