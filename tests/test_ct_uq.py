@@ -506,3 +506,15 @@ def test_figure_title_names_angles_wedge_snr_mad_and_the_reach_flag():
     assert "REACH" not in title
     summary["reach"] = {"out_of_reach": True, "reason": "chi2/m = 40"}
     assert "OUT OF THE PRIOR'S REACH: chi2/m = 40" in _title(summary, "phantom")
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_works(tmp_path):
+    from invprob.apps.ct_uq.outputs import StageStore
+
+    prior = LinearGaussianPrior(0.3 * torch.randn(SIZE * SIZE, 4, generator=gen(60)), data_shape=(1, SIZE, SIZE))
+    run = dict(prior=prior, angles=ANGLES, sampler="langevin", n_samples=10, levels=(0.5,), map_options={"iterations": 2},
+               sampler_options={"n_chains": 2, "burn_in": 2, "thin": 1, "step_size": 1e-3})
+    with StageStore(tmp_path, {"a": 1}):
+        with pytest.raises(RuntimeError, match="another uq-ct run is using"):
+            ct_workflow("ellipses:1", out=tmp_path, **run)
+    assert ct_workflow("ellipses:1", out=tmp_path, **run).files["summary"].is_file()  # released: runs

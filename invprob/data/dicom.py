@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import check_float
+
 DEFAULT_WINDOW = (-1000.0, 1000.0)
 """Hounsfield units mapped to -1 and 1 by :func:`hu_to_signed`."""
 EXTRA_HINT = "pip install 'invprob[dicom]'"
@@ -101,7 +103,7 @@ def hu_to_signed(hu: np.ndarray, window: tuple[float, float] = DEFAULT_WINDOW) -
         >>> hu_to_signed(np.array([-2000.0, -1000.0, 0.0, 500.0, 3000.0])).tolist()
         [-1.0, -1.0, 0.0, 0.5, 1.0]
     """
-    low, high = (float(w) for w in window)
-    if not np.isfinite(low) or not np.isfinite(high) or not high > low:
+    low, high = (check_float(w, "window") for w in window)
+    if not high > low:
         raise ValueError(f"window: expected (low, high) Hounsfield units with low < high, got {window!r}")
     return np.clip(2.0 * (np.asarray(hu, dtype=np.float64) - low) / (high - low) - 1.0, -1.0, 1.0)

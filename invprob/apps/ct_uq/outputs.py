@@ -5,12 +5,14 @@ to ``out/stages/NAME.npz`` as soon as it is finished, next to ``out/stages/setti
 fingerprint of everything that determines the stages' results (settings, seeds, the prior's
 weights). A rerun with the same fingerprint loads the finished stages instead of recomputing them,
 so an interrupted run resumes where it stopped and ends with the result an uninterrupted one
-gives; a rerun with other settings discards them. Every file is written to a temporary name and
+gives; a rerun with other settings discards them. A run holds an exclusive lock on
+``out/stages/.lock`` while it works: a second run into the same folder is refused at once. Every file is written to a temporary name and
 renamed into place, so a crash leaves either the previous file or the new one, never a torn one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -59,12 +61,20 @@ def prior_digest(prior: Prior) -> str:
 
 
 class StageStore:
-    """Finished stages of one run directory (see the module docstring)."""
+    """Finished stages of one run directory (see the module docstring); ``close()`` releases its lock."""
 
     def __init__(self, out: Path, fingerprint: dict[str, Any]) -> None:
         self.dir = Path(out) / STAGES
         self.fingerprint = json.loads(json.dumps(fingerprint))
         self.resumed: list[str] = []
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.dir / ".lock", "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise RuntimeError(f"out: another uq-ct run is using {out} (its stages are locked); wait for it or "
+                               "choose another --out") from None
         settings = self.dir / "settings.json"
         previous = None
         if settings.is_file():
@@ -77,6 +87,17 @@ class StageStore:
                 for stale in self.dir.glob("*.npz"):
                     stale.unlink()
             write_json(settings, self.fingerprint)
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+    def __enter__(self) -> StageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def has(self, name: str) -> bool:
         return (self.dir / f"{name}.npz").is_file()

@@ -162,60 +162,61 @@ def ct_workflow(
         "n_samples": n_samples, "map_options": map_options, "sampler_options": sampler_options, "seed": seed,
     })
 
-    def compute_main() -> Reconstruction:
-        generator = torch.Generator().manual_seed(seed)
-        if truth is not None:
-            y, noise = measure(op, truth, snr_db, generator)
-        else:
-            y, noise = y_given, sigma_given
-        return reconstruct(op, model, y, noise, truth=truth, sampler=sampler, n_samples=n_samples,
-                           map_options=map_options, sampler_options=sampler_options, model_error=tau,
-                           generator=generator)
+    with store:
+        def compute_main() -> Reconstruction:
+            generator = torch.Generator().manual_seed(seed)
+            if truth is not None:
+                y, noise = measure(op, truth, snr_db, generator)
+            else:
+                y, noise = y_given, sigma_given
+            return reconstruct(op, model, y, noise, truth=truth, sampler=sampler, n_samples=n_samples,
+                               map_options=map_options, sampler_options=sampler_options, model_error=tau,
+                               generator=generator)
 
-    total = 1 + len(eval_labels) + len(cal_labels)
-    with progress_bar(total, "uq-ct", enabled=progress) as bar:
-        bar.write(f"uq-ct: {label}: MAP by {MAP_METHOD}, {n_samples} posterior samples by {sampler}; "
-                  f"{len(eval_labels)} more evaluation and {len(cal_labels)} calibration phantom(s)")
-        rec = run_stage(store, "phantom", model, compute_main)
-        bar.update(stage="phantom")
-        common = dict(snr_db=snr_db, sampler=sampler, n_samples=n_samples, sampler_options=sampler_options,
-                      model_error=tau, store=store, bar=bar)
-        evals = run_set(op, model, eval_images, eval_labels, prefix="evaluation", seed=seed + 1, **common)
-        start = time.perf_counter()
-        cals = run_set(op, model, cal_images, cal_labels, prefix="calibration", seed=seed + CALIBRATION_SEED_OFFSET,
-                       **common)
-        calibrator = loaded if loaded is not None else (fit_calibrator(op, cals, levels_t) if cals else None)
-        seconds_cal = time.perf_counter() - start
-    reach = uq.reach_check(misfit(op, rec), reference=None if calibrator is None else calibrator.misfit)
-    coverage = coverage_report([rec, *evals], ["phantom", *eval_labels], levels_t, calibrator)
-    summary = {
-        "phantom": label,
-        "prior": str(prior) if not isinstance(prior, Prior) else type(prior).__name__,
-        "image_shape": list(shape),
-        "angles_deg": list(angles_t),
-        "angle_range_deg": [min(angles_t), max(angles_t)],
-        "missing_wedges_deg": [list(w) for w in uq.missing_wedges(angles_t)],
-        "snr_db": None if source is None else float(snr_db),
-        "sigma": rec.sigma,
-        "model_error_sigma": tau,
-        "sampler": sampler,
-        "n_samples": int(rec.samples.shape[0]),
-        "seed": seed,
-        "metrics": quality(rec),
-        "wedge_energy_ratio": wedge_ratio(rec.samples, angles_t),
-        "reach": reach.to_dict(),
-        "coverage": coverage,
-        "calibration": _calibration_summary(calibrator, cal_labels, reach),
-        "seconds": {
-            "map": rec.seconds_map,
-            "sampler": rec.seconds_sampler,
-            "per_sample": rec.seconds_sampler / rec.samples.shape[0],
-            "calibration": seconds_cal,
-        },
-        "resumed_stages": list(store.resumed),
-    }
-    maps = uq_maps(rec, angles_t, calibrator)
-    files = _write_outputs(out, maps, summary, calibrator, label)
+        total = 1 + len(eval_labels) + len(cal_labels)
+        with progress_bar(total, "uq-ct", enabled=progress) as bar:
+            bar.write(f"uq-ct: {label}: MAP by {MAP_METHOD}, {n_samples} posterior samples by {sampler}; "
+                      f"{len(eval_labels)} more evaluation and {len(cal_labels)} calibration phantom(s)")
+            rec = run_stage(store, "phantom", model, compute_main)
+            bar.update(stage="phantom")
+            common = dict(snr_db=snr_db, sampler=sampler, n_samples=n_samples, sampler_options=sampler_options,
+                          model_error=tau, store=store, bar=bar)
+            evals = run_set(op, model, eval_images, eval_labels, prefix="evaluation", seed=seed + 1, **common)
+            start = time.perf_counter()
+            cals = run_set(op, model, cal_images, cal_labels, prefix="calibration", seed=seed + CALIBRATION_SEED_OFFSET,
+                           **common)
+            calibrator = loaded if loaded is not None else (fit_calibrator(op, cals, levels_t) if cals else None)
+            seconds_cal = time.perf_counter() - start
+        reach = uq.reach_check(misfit(op, rec), reference=None if calibrator is None else calibrator.misfit)
+        coverage = coverage_report([rec, *evals], ["phantom", *eval_labels], levels_t, calibrator)
+        summary = {
+            "phantom": label,
+            "prior": str(prior) if not isinstance(prior, Prior) else type(prior).__name__,
+            "image_shape": list(shape),
+            "angles_deg": list(angles_t),
+            "angle_range_deg": [min(angles_t), max(angles_t)],
+            "missing_wedges_deg": [list(w) for w in uq.missing_wedges(angles_t)],
+            "snr_db": None if source is None else float(snr_db),
+            "sigma": rec.sigma,
+            "model_error_sigma": tau,
+            "sampler": sampler,
+            "n_samples": int(rec.samples.shape[0]),
+            "seed": seed,
+            "metrics": quality(rec),
+            "wedge_energy_ratio": wedge_ratio(rec.samples, angles_t),
+            "reach": reach.to_dict(),
+            "coverage": coverage,
+            "calibration": _calibration_summary(calibrator, cal_labels, reach),
+            "seconds": {
+                "map": rec.seconds_map,
+                "sampler": rec.seconds_sampler,
+                "per_sample": rec.seconds_sampler / rec.samples.shape[0],
+                "calibration": seconds_cal,
+            },
+            "resumed_stages": list(store.resumed),
+        }
+        maps = uq_maps(rec, angles_t, calibrator)
+        files = _write_outputs(out, maps, summary, calibrator, label)
     return CTUQResult(maps, summary, files, rec, calibrator)
 
 
