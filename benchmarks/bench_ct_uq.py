@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> dict:
         levels = [lv for lv in DEFAULT_LEVELS if cal and uq.min_calibration_phantoms(lv) <= len(cal)]
         if levels:
             calibrator = uq.ConformalCalibrator.fit(torch.stack([r.samples for r in cal]),
-                                                    torch.stack([r.truth for r in cal]), levels)
+                                                    torch.stack([r.truth for r in cal]), levels,
+                                                    misfit=[misfit(op, r).reduced for r in cal])
             calibrator.save(out / f"calibration-{sampler}.json")
             entry.update(calibrated=calibrator.coverage(samples, truths, dim=1).tolist(),
                          calibrated_width=calibrator.width(samples, dim=1).tolist(), cal_levels=levels,
