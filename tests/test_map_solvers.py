@@ -8,7 +8,8 @@ import torch
 from skimage.restoration import denoise_tv_chambolle
 from solver_problems import SHAPE, linear_problem, rel_error, seeded
 
-from invprob.operators import Identity, RandomMask, from_callable
+from invprob.operators import Identity, RandomMask, from_callable, from_matrix
+from invprob.priors import LinearGaussianPrior
 from invprob.solvers import SolverDiverged, solve
 from invprob.solvers.baselines import divergence, image_gradient, total_variation, tv_prox
 from invprob.solvers.dip import Hourglass
@@ -22,7 +23,7 @@ QUIET = dict(progress=False)
 @pytest.mark.parametrize("optimizer, lr, iterations, tol", [("adam", 1e-2, 1000, 1e-3), ("gd", 0.5, 200, 1e-5)])
 def test_iflow_recovers_x_on_the_range(optimizer, lr, iterations, tol):
     p = linear_problem(dtype=torch.float64)
-    result = solve(p.op, p.prior, p.y, "iflow", optimizer=optimizer, lr=lr, iterations=iterations, **QUIET)
+    result = solve(p.op, p.prior, p.y, "iflow", optimizer=optimizer, lr=lr, iterations=iterations, tol=0.0, **QUIET)
     assert rel_error(result.x_hat, p.x) < tol
     assert len(result.history["loss"]) == iterations and len(result.history["data_fit"]) == iterations
     assert result.history["data_fit"][-1] < 1e-3 * result.history["data_fit"][0]
@@ -54,13 +55,28 @@ def test_iflow_l_reaches_the_exact_posterior_mode():
     assert rel_error(plain.x_hat, exact) > 1e-3, "the prior term must change the answer"
 
 
-def test_iflow_l_weight_without_sigma_is_lam():
+def test_iflow_l_weight_is_lam_times_sigma_squared():
     sigma = 0.1
     p = linear_problem(dtype=torch.float64, sigma=sigma)
-    common = dict(optimizer="gd", lr=0.5, iterations=100, **QUIET)
+    common = dict(optimizer="gd", lr=0.5, iterations=100, tol=0.0, **QUIET)
     with_sigma = solve(p.op, p.prior, p.y, "iflow-l", lam=2.0, sigma=sigma, **common)
-    folded = solve(p.op, p.prior, p.y, "iflow-l", lam=2.0 * sigma**2, **common)
+    folded = solve(p.op, p.prior, p.y, "iflow-l", lam=2.0 * sigma**2, sigma=1.0, **common)
     torch.testing.assert_close(with_sigma.x_hat, folded.x_hat)
+    assert with_sigma.extras["sigma_source"] == "given"
+
+
+def test_iflow_l_estimates_sigma_from_the_range_constrained_residual():
+    """Without sigma, ||y - A v||^2 / (m - d) of iFlow's fit estimates the noise level of each image."""
+    torch.manual_seed(0)
+    n, d, m, sigma = 64, 4, 48, 0.05
+    prior = LinearGaussianPrior(torch.randn(n, d, dtype=torch.float64) / 4, data_shape=(1, 8, 8))
+    op = from_matrix(torch.randn(m, n, dtype=torch.float64) / m**0.5, (1, 8, 8))
+    x = prior.sample(8, generator=seeded(1))
+    y = op(x) + sigma * torch.randn(8, m, generator=seeded(2), dtype=torch.float64)
+    result = solve(op, prior, y, "iflow-l", optimizer="gd", lr=0.5, iterations=300, **QUIET)
+    assert result.extras["sigma_source"] == "estimated"
+    ratio = result.extras["sigma"] / sigma
+    assert float(ratio.mean()) == pytest.approx(1.0, abs=0.15) and bool((ratio > 0.6).all() and (ratio < 1.4).all())
 
 
 def test_iflow_l_per_sample_sigma_matches_singles():
@@ -83,7 +99,8 @@ def test_callback_can_stop_early_and_x_init_is_used():
 
 def test_iflow_without_final_projection_returns_the_raw_iterate():
     p = linear_problem(dtype=torch.float64)
-    result = solve(p.op, p.prior, p.y, "iflow", iterations=1, lr=1e-12, final_projection=False, start_range=None, **QUIET)
+    result = solve(p.op, p.prior, p.y, "iflow", iterations=1, lr=1e-12, final_projection=False, start_range=None,
+                   start="pinv", **QUIET)
     torch.testing.assert_close(result.x_hat, p.op.pinv(p.y))
 
 
@@ -91,7 +108,8 @@ def test_iflow_clips_the_start_to_start_range():
     p = linear_problem(dtype=torch.float64)
     start = p.op.pinv(p.y)
     assert start.abs().max() > 0.5, "the test needs a start that the range clips"
-    result = solve(p.op, p.prior, p.y, "iflow", iterations=1, lr=1e-12, final_projection=False, start_range=(-0.5, 0.5), **QUIET)
+    result = solve(p.op, p.prior, p.y, "iflow", iterations=1, lr=1e-12, final_projection=False, start_range=(-0.5, 0.5),
+                   start="pinv", **QUIET)
     torch.testing.assert_close(result.x_hat, start.clamp(-0.5, 0.5))
     with pytest.raises(ValueError, match="start_range"):
         solve(p.op, p.prior, p.y, "iflow", start_range=(1.0, -1.0), **QUIET)
@@ -101,7 +119,7 @@ def test_keep_best_returns_each_images_lowest_objective_iterate():
     """With a step that makes the data fit grow, keep_best returns the best seen iterate, per image."""
     p = linear_problem(dtype=torch.float64)
     seen = []
-    common = dict(optimizer="gd", lr=3.0, iterations=6, callback=lambda i, v, info: seen.append(v), **QUIET)
+    common = dict(optimizer="gd", lr=3.0, iterations=6, callback=lambda i, v, info: seen.append(v), range_factor=1e9, **QUIET)
     last = solve(p.op, p.prior, p.y, "iflow", keep_best=False, **common)
     best = solve(p.op, p.prior, p.y, "iflow", **common)
     candidates = torch.stack([*seen[:6], last.x_hat])  # both runs see the same iterates
@@ -115,6 +133,16 @@ def test_divergence_is_reported_with_the_iteration():
     p = linear_problem()
     with pytest.raises(SolverDiverged, match=r"iteration \d+.*smaller step"):
         solve(p.op, p.prior, p.y, "iflow", optimizer="gd", lr=1e6, iterations=200, **QUIET)
+
+
+def test_a_projection_leaving_the_plausible_range_is_restarted_then_reported():
+    """An absurd step sends the iterate far outside the data range: the image is restarted from the
+    prior's mean image once, and a second excursion raises SolverDiverged naming the image."""
+    p = linear_problem()
+    with pytest.raises(SolverDiverged, match=r"image\(s\) \[0, 1\] left the prior's plausible range.*smaller step size"):
+        solve(p.op, p.prior, p.y, "iflow", optimizer="gd", lr=50.0, iterations=100, **QUIET)
+    ok = solve(p.op, p.prior, p.y, "iflow", iterations=20, **QUIET)
+    assert not bool(ok.extras["restarted"].any())
 
 
 # ---------------------------------------------------------------- CSGM

@@ -21,7 +21,7 @@ def test_result_fields():
     p = linear_problem()
     result = solve(p.op, p.prior, p.y, "iflow-l", iterations=7, **QUIET)
     assert isinstance(result, Result)
-    assert result.method == "iflow-l" and result.options.iterations == 7 and result.options.lam == 1e-2
+    assert result.method == "iflow-l" and result.options.iterations == 7 and result.options.lam == 1.0
     assert result.seconds > 0
     assert result.x_hat.shape == p.x.shape and result.x_hat.dtype == torch.float32
     assert not result.x_hat.requires_grad

@@ -93,6 +93,19 @@ class Prior(nn.Module, ABC):
         """Log-density of each image, shape ``(B,)``; exact, bound or estimate per ``log_prob_kind``."""
         return self._log_prob(self.check_data(x))
 
+    def project_with_log_prob(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``v = P(x)`` and ``log p(v)`` together, from one inverse and one forward pass where possible.
+
+        Equals ``(project(x), log_prob(project(x)))`` up to round-off (and, for TRUMPET, the
+        Tikhonov term of its pseudo-inverse, since ``g^dagger(g(z')) = z'`` only up to it).
+        """
+        return self._project_with_log_prob(self.check_data(x))
+
+    def mean_image(self) -> torch.Tensor:
+        """``f(E[z])``: the image of the latent mean, shape ``(1, *data_shape)``; a point on the range."""
+        with torch.no_grad():
+            return self._decode(self.sample_latent(1, 0.0))
+
     def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """Log-density of each latent vector, shape ``(B,)``."""
         return self._latent_log_prob(self.check_latent(z))
@@ -105,6 +118,11 @@ class Prior(nn.Module, ABC):
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """``_decode(_encode(x))``; override when a cheaper path exists (e.g. a latent flow that cancels)."""
         return self._decode(self._encode(x))
+
+    def _project_with_log_prob(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two-call default; override where the density can reuse the projection's latent."""
+        v = x if self.is_bijective else self._project(x)
+        return v, self._log_prob(v)
 
     @abstractmethod
     def _decode(self, z: torch.Tensor) -> torch.Tensor: ...

@@ -9,8 +9,9 @@ from pydantic import Field
 
 from ..operators.base import LinearOperator, Operator
 from ..priors.base import Prior
-from ._common import LoopOptions, check_iterate, notify, progress_bar, record, squared_residual
-from .base import Callback, Result, Solver, SolverOptions, check_loss, register
+from ._common import LoopOptions, squared_residual
+from .base import Callback, Result, Solver, SolverOptions, register
+from .driver import StoppingOptions, StoppingRule, iterate
 
 
 class PinvOptions(SolverOptions):
@@ -47,11 +48,14 @@ class PseudoInverse(Solver):
         return Result(x_hat=x, method=self.name, options=opts)
 
 
-class TVOptions(LoopOptions):
+class TVOptions(LoopOptions, StoppingOptions):
     """Options of ``"tv"``."""
 
     lam: float = Field(1e-2, ge=0, allow_inf_nan=False, description="weight of the total variation")
-    iterations: int = Field(200, ge=1, le=1_000_000, description="FISTA iterations")
+    iterations: int = Field(200, ge=1, le=1_000_000, description="FISTA iteration cap")
+    tol: float = Field(1e-5, ge=0, allow_inf_nan=False,
+                       description="stop an image when its objective improved by less than tol (relative) over `window` iterations; 0: never")
+    window: int = Field(20, ge=1, le=1_000_000, description="iterations over which the improvement is measured")
     inner_iterations: int = Field(20, ge=1, le=10_000, description="Chambolle dual iterations per proximal step")
     step: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="gradient step; None: 1/||A||^2 (power iteration), linear operators only"
@@ -89,28 +93,26 @@ class TotalVariation(Solver):
         generator: torch.Generator | None,
     ) -> Result:
         opts = self.options
-        step = self._step(op)
+        step_size = self._step(op)
         with torch.no_grad():
             x = (op.pinv(y) if x_init is None else x_init).detach().clone()
-        point, momentum, dual = x.clone(), 1.0, None
-        history: dict[str, list[float]] = {}
-        with progress_bar(opts.iterations, self.name, opts.progress) as bar:
-            for it in range(opts.iterations):
-                gradient_point = point - step * _data_gradient(op, point, y)
-                new_x, dual = tv_prox(gradient_point, step * opts.lam, opts.inner_iterations, dual)
-                check_iterate(new_x, it, self.name)
-                next_momentum = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
-                point = new_x + ((momentum - 1) / next_momentum) * (new_x - x)
-                x, momentum = new_x, next_momentum
-                with torch.no_grad():
-                    fit = squared_residual(op, x, y)
-                loss = 0.5 * fit + opts.lam * total_variation(x)
-                check_loss(loss, it, self.name, hint="try a smaller step")
-                info = record(history, loss=loss, data_fit=fit)
-                bar.update()
-                if notify(callback, it, x, info):
-                    break
-        return Result(x_hat=x, method=self.name, options=opts, history=history)
+        state = {"x": x, "point": x.clone(), "momentum": 1.0, "dual": None}
+
+        def step(it: int, active: torch.Tensor) -> dict[str, torch.Tensor]:
+            x, point, momentum = state["x"], state["point"], state["momentum"]
+            gradient_point = point - step_size * _data_gradient(op, point, y)
+            new_x, state["dual"] = tv_prox(gradient_point, step_size * opts.lam, opts.inner_iterations, state["dual"])
+            next_momentum = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
+            state["point"] = new_x + ((momentum - 1) / next_momentum) * (new_x - x)
+            state["x"], state["momentum"] = new_x, next_momentum
+            with torch.no_grad():
+                fit = squared_residual(op, new_x, y)
+            return {"loss": 0.5 * fit + opts.lam * total_variation(new_x), "data_fit": fit}
+
+        trace = iterate(self.name, opts.iterations, step, batch=y.shape[0], estimate=lambda: state["x"], callback=callback,
+                        progress=opts.progress, stopping=StoppingRule.from_options(opts), hint="try a smaller step")
+        return Result(x_hat=state["x"], method=self.name, options=opts, history=trace.history,
+                      extras={"iterations": trace.iterations, "stopped_by": trace.stopped_by})
 
     def _step(self, op: Operator) -> float:
         if self.options.step is not None:

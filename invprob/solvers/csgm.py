@@ -1,13 +1,31 @@
-"""CSGM: compressed sensing with a generative model (Bora et al., 2017), with random restarts.
+"""CSGM: compressed sensing with a generative model, with random restarts.
 
-The TRUMPET paper's baseline (sec. 4.2): ``x_hat = f(z_hat)`` with
+``x_hat = f(z_hat)`` with
 
-    z_hat = argmin_z ||y - A f(z)||_2^2 + lam ||z||_2^2,
+    z_hat = argmin_z 1/2 ||y - A f(z)||_2^2 + w/2 ||z||_2^2,
 
 minimised by gradient steps from ``restarts`` random starts drawn from the prior's latent
-distribution; for each measurement the restart with the smallest final data fit
-``||y - A f(z)||^2`` wins (the paper reports the best of 10 restarts; the reference code uses Adam
-with lr 1e-3). The paper's CSGM has ``lam = 0``, the default here.
+distribution; for each measurement the restart with the smallest data fit ``||y - A f(z)||^2``
+wins (Kothari et al. 2021 report the best of 10 restarts). ``w = lam sigma^2`` when the noise level
+is given (``lam = 1``: the negative log posterior of a standard normal latent times ``sigma^2``,
+the toolkit's MAP convention), ``w = lam`` otherwise; the default ``lam = 0`` is the original
+CSGM. The loop runs through :func:`iterate` with a per-image stopping rule on the winning
+restart's objective. A winner whose image leaves the plausible range (``range_factor`` times the
+largest of 1 and the prior mean image's values) raises :class:`SolverDiverged` naming it.
+
+References:
+    Bora, Jalal, Price, Dimakis (2017), "Compressed Sensing using Generative Models".
+
+Example:
+    >>> import torch
+    >>> from invprob import solve
+    >>> from invprob.operators import RandomGaussian
+    >>> from invprob.priors import LinearGaussianPrior
+    >>> prior = LinearGaussianPrior(torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) / 4, data_shape=(1, 4, 4))
+    >>> op = RandomGaussian((1, 4, 4), m=8)
+    >>> y = op(prior.sample(1, generator=torch.Generator().manual_seed(1)))
+    >>> solve(op, prior, y, "csgm", restarts=2, iterations=20).x_hat.shape
+    torch.Size([1, 1, 4, 4])
 """
 
 from __future__ import annotations
@@ -17,16 +35,23 @@ from pydantic import Field
 
 from ..operators.base import Operator
 from ..priors.base import Prior
-from ._common import IterativeOptions, check_iterate, make_optimizer, notify, progress_bar, record, squared_residual
-from .base import Callback, Result, Solver, check_loss, register
+from ._common import IterativeOptions, NoiseLevel, make_optimizer, squared_residual
+from .base import Callback, Result, Solver, SolverDiverged, register, sigma_per_sample
+from .driver import StoppingOptions, StoppingRule, iterate
 
 
-class CSGMOptions(IterativeOptions):
+class CSGMOptions(IterativeOptions, StoppingOptions):
     """Options of ``"csgm"``."""
 
-    lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="step size of the optimizer on z")
+    iterations: int = Field(500, ge=1, le=1_000_000, description="iteration cap")
+    lr: float = Field(0.05, gt=0, allow_inf_nan=False, description="step size of the optimizer on z")
     restarts: int = Field(10, ge=1, le=1000, description="random starts; the best data fit wins")
-    lam: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of ||z||^2")
+    lam: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of ||z||^2/2: w = lam sigma^2 (lam without sigma); 0: original CSGM")
+    sigma: NoiseLevel = Field(None, description="noise std (one, or one per image), scales the latent penalty")
+    tol: float = Field(1e-3, ge=0, allow_inf_nan=False,
+                       description="stop an image when its best objective improved by less than tol (relative) over `window` iterations; 0: never")
+    range_factor: float = Field(10.0, gt=1, allow_inf_nan=False,
+                                description="a result with |values| above range_factor * max(1, |prior mean|) is reported as diverged")
 
 
 @register
@@ -43,6 +68,7 @@ class CSGM(Solver):
     name = "csgm"
     Options = CSGMOptions
     description = "latent least squares ||y - A f(z)||^2 + lam ||z||^2 with random restarts (Bora et al.)"
+    references = "Bora, Jalal, Price, Dimakis (2017), Compressed Sensing using Generative Models"
 
     def run(
         self,
@@ -56,28 +82,34 @@ class CSGM(Solver):
     ) -> Result:
         opts = self.options
         batch, restarts = y.shape[0], opts.restarts
+        sigma = sigma_per_sample(opts.sigma, y)
+        weight = opts.lam * (sigma.pow(2) if sigma is not None else torch.ones(batch, dtype=y.dtype, device=y.device))
+        weights = weight.repeat_interleave(restarts)
         z = self._starts(prior, batch, x_init, generator).requires_grad_(True)
         targets = y.repeat_interleave(restarts, dim=0)
         optimizer = make_optimizer(opts.optimizer, [z], opts.lr)
-        history: dict[str, list[float]] = {}
-        with progress_bar(opts.iterations, self.name, opts.progress) as bar:
-            for it in range(opts.iterations):
-                x, fit, loss = self._objective(op, prior, targets, z)
-                check_loss(loss, it, self.name)
-                (z.grad,) = torch.autograd.grad(loss.sum(), z)
-                optimizer.step()
-                check_iterate(z, it, self.name)
-                best = fit.view(batch, restarts).argmin(1)
-                info = record(history, loss=_pick(loss, best, restarts), data_fit=_pick(fit, best, restarts))
-                bar.update()
-                if notify(callback, it, _pick(x, best, restarts), info):
-                    break
+        current: dict[str, torch.Tensor] = {}
+
+        def step(it: int, active: torch.Tensor) -> dict[str, torch.Tensor]:
+            x, fit, loss = _objective(op, prior, targets, z, weights)
+            (grad,) = torch.autograd.grad(loss.sum(), z)
+            z.grad = grad * active.repeat_interleave(restarts).to(grad).unsqueeze(1)
+            optimizer.step()
+            best = fit.view(batch, restarts).argmin(1)
+            current["x"] = _pick(x, best, restarts)
+            return {"loss": _pick(loss, best, restarts), "data_fit": _pick(fit, best, restarts)}
+
+        trace = iterate(self.name, opts.iterations, step, batch=batch, estimate=lambda: current["x"], callback=callback,
+                        progress=opts.progress, stopping=StoppingRule.from_options(opts))
         with torch.no_grad():
-            x, fit, _ = self._objective(op, prior, targets, z)
+            x, fit, _ = _objective(op, prior, targets, z, weights)
         restart_fit = fit.view(batch, restarts)
         best = restart_fit.argmin(1)
-        extras = {"latent": _pick(z.detach(), best, restarts), "restart_data_fit": restart_fit, "best_restart": best}
-        return Result(x_hat=_pick(x, best, restarts), method=self.name, options=opts, history=history, extras=extras)
+        x_hat = _pick(x, best, restarts)
+        self._check_range(prior, x_hat)
+        extras = {"latent": _pick(z.detach(), best, restarts), "restart_data_fit": restart_fit, "best_restart": best,
+                  "iterations": trace.iterations, "stopped_by": trace.stopped_by}
+        return Result(x_hat=x_hat, method=self.name, options=opts, history=trace.history, extras=extras)
 
     def _starts(
         self, prior: Prior, batch: int, x_init: torch.Tensor | None, generator: torch.Generator | None
@@ -91,13 +123,25 @@ class CSGM(Solver):
                 starts[:, 0] = prior.encode(x_init)
         return starts.reshape(batch * restarts, prior.latent_dim).detach()
 
-    def _objective(
-        self, op: Operator, prior: Prior, targets: torch.Tensor, z: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``f(z)``, ``||y - A f(z)||^2`` and ``||y - A f(z)||^2 + lam ||z||^2`` per latent."""
-        x = prior.decode(z)
-        fit = squared_residual(op, x, targets)
-        return x, fit, fit + self.options.lam * z.pow(2).sum(1)
+    def _check_range(self, prior: Prior, x_hat: torch.Tensor) -> None:
+        bound = self.options.range_factor * max(1.0, float(prior.mean_image().abs().max()))
+        peak = x_hat.flatten(1).abs().amax(1)
+        bad = ~torch.isfinite(peak) | (peak > bound)
+        if bool(bad.any()):
+            images = torch.nonzero(bad).flatten().tolist()
+            raise SolverDiverged(
+                f"csgm: the reconstruction of image(s) {images} left the prior's plausible range (|values| up to "
+                f"{float(peak[bad].max()):.3g} > {bound:.3g}); try a smaller step size (lr)"
+            )
+
+
+def _objective(
+    op: Operator, prior: Prior, targets: torch.Tensor, z: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``f(z)``, ``||y - A f(z)||^2`` and ``1/2 ||y - A f(z)||^2 + w/2 ||z||^2`` per latent."""
+    x = prior.decode(z)
+    fit = squared_residual(op, x, targets)
+    return x, fit, 0.5 * fit + 0.5 * weights * z.pow(2).sum(1)
 
 
 def _pick(values: torch.Tensor, best: torch.Tensor, restarts: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
-"""Deep Image Prior (Ulyanov et al., 2018): fit an untrained network's weights to the measurement.
+"""Deep Image Prior: fit an untrained network's weights to the measurement.
 
-The TRUMPET paper's baseline (sec. 4.2): ``x_hat = f_theta_hat(z)`` with ``z`` random and fixed and
+A baseline of Kothari et al. (2021, sec. 4.2): ``x_hat = f_theta_hat(z)`` with ``z`` random and fixed and
 
     theta_hat = argmin_theta ||y - A f_theta(z)||_2^2,
 
@@ -15,6 +15,9 @@ regularised only by stopping early. Two generators ``f_theta``:
 Stopping: after ``iterations`` steps (the reference code: 800 Adam steps), or earlier, with
 ``stop_at_noise=True``, once the data fit reaches the noise level (the discrepancy principle
 ``||y - A x||^2 <= tau^2 * m * sigma^2``, ``m`` the number of measurements).
+
+References:
+    Ulyanov, Vedaldi, Lempitsky (2018), "Deep Image Prior".
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from ..operators.base import Operator
 from ..priors.base import Prior
-from ._common import IterativeOptions, NoiseLevel, make_optimizer, notify, progress_bar, squared_residual
-from .base import Callback, Result, Solver, check_loss, check_prior, register, sigma_per_sample
+from ..rng import rand
+from ._common import IterativeOptions, NoiseLevel, make_optimizer, squared_residual
+from .base import Callback, Result, Solver, check_prior, register, sigma_per_sample
+from .driver import iterate
 
 _LEAK = 0.2
 
@@ -74,9 +78,9 @@ class DeepImagePrior(Solver):
 
     Every batch element starts from the same network weights and input (both drawn from one seed
     taken from ``generator``), so a batch gives the same answer as its elements solved one by one.
-    ``history`` is averaged over the batch (an element that stopped early repeats its last value);
-    ``extras["iterations"]`` holds the steps each element ran. ``callback`` receives the current
-    element's estimate and ``info["sample"]``, its batch index.
+    All elements advance together through :func:`iterate` (one step of every unfinished element per
+    iteration); ``history`` is averaged over the batch (an element that stopped early repeats its
+    last value) and ``extras["iterations"]`` holds the steps each element ran.
     """
 
     name = "dip"
@@ -84,6 +88,7 @@ class DeepImagePrior(Solver):
     Options = DIPOptions
     needs_prior = False
     description = "Deep Image Prior: fit an untrained conv net (or the prior's decoder) to y, stop early"
+    references = "Ulyanov, Vedaldi, Lempitsky (2018), Deep Image Prior"
 
     def run(
         self,
@@ -103,20 +108,34 @@ class DeepImagePrior(Solver):
         elif len(op.in_shape) != 3:
             raise ValueError(f"dip: the hourglass network needs images (C, H, W), the operator's in_shape is {op.in_shape}")
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        batch = y.shape[0]
+        models = [self._generator(op, prior, y, seed) for _ in range(batch)]
+        optimizers = [make_optimizer(opts.optimizer, m.parameters(), opts.step_size) for m in models]
         thresholds = self._thresholds(op, y)
-        outputs, traces = [], []
-        with progress_bar(opts.iterations * y.shape[0], self.name, opts.progress) as bar:
-            for index in range(y.shape[0]):
-                model = self._generator(op, prior, y, seed)
-                x, trace = self._fit(op, y[index : index + 1], model, thresholds[index], index, callback, bar)
-                outputs.append(x)
-                traces.append(trace)
+        outputs = [torch.empty(0)] * batch
+        fits = torch.full((batch,), torch.inf, dtype=y.dtype, device=y.device)
+        steps = torch.zeros(batch, dtype=torch.long)
+
+        def step(it: int, active: torch.Tensor) -> dict[str, torch.Tensor]:
+            for b in torch.nonzero(active).flatten().tolist():
+                x = models[b]()
+                fit = squared_residual(op, x, y[b : b + 1])
+                outputs[b], fits[b] = x.detach(), fit.detach()[0]
+                steps[b] += 1
+                if bool(torch.isfinite(fit).all()) and not _reached(fits[b], thresholds[b]):
+                    optimizers[b].zero_grad(set_to_none=True)
+                    fit.sum().backward()
+                    optimizers[b].step()
+            return {"loss": fits.clone(), "data_fit": fits.clone()}
+
+        trace = iterate(self.name, opts.iterations, step, batch=batch, estimate=lambda: torch.cat(outputs),
+                        callback=callback, progress=opts.progress, stopping=_Discrepancy(thresholds))
         return Result(
             x_hat=torch.cat(outputs),
             method=self.name,
             options=opts,
-            history=_average_traces(traces),
-            extras={"iterations": torch.tensor([len(t["loss"]) for t in traces])},
+            history=trace.history,
+            extras={"iterations": steps, "stopped_by": trace.stopped_by},
         )
 
     def _thresholds(self, op: Operator, y: torch.Tensor) -> list[float | None]:
@@ -134,39 +153,25 @@ class DeepImagePrior(Solver):
         if opts.network == "prior":
             return _FixedInputGenerator.from_prior(prior, gen)
         net = Hourglass(op.in_shape, opts.channels, opts.depth, opts.skip_channels, opts.input_channels, gen)
-        noise = opts.input_scale * torch.rand((1, opts.input_channels, *op.in_shape[1:]), generator=gen, dtype=y.dtype)
-        return _FixedInputGenerator(net.to(device=y.device, dtype=y.dtype), noise.to(y.device))
+        noise = opts.input_scale * rand((1, opts.input_channels, *op.in_shape[1:]), like=y, generator=gen)
+        return _FixedInputGenerator(net.to(device=y.device, dtype=y.dtype), noise)
 
-    def _fit(
-        self,
-        op: Operator,
-        y: torch.Tensor,
-        model: _FixedInputGenerator,
-        threshold: float | None,
-        index: int,
-        callback: Callback | None,
-        bar: tqdm,
-    ) -> tuple[torch.Tensor, dict[str, list[float]]]:
-        """Adam / gradient steps on ``||y - A f_theta(z)||^2`` until the budget or the noise level."""
-        opts = self.options
-        optimizer = make_optimizer(opts.optimizer, model.parameters(), opts.step_size)
-        trace: dict[str, list[float]] = {"loss": [], "data_fit": []}
-        for it in range(opts.iterations):
-            x = model()
-            fit = squared_residual(op, x, y)
-            check_loss(fit, it, self.name)
-            value = float(fit.detach())
-            trace["loss"].append(value)
-            trace["data_fit"].append(value)
-            bar.update()
-            if threshold is not None and value <= threshold:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            fit.sum().backward()
-            optimizer.step()
-            if notify(callback, it, x, {"loss": value, "data_fit": value, "sample": float(index)}):
-                break
-        return x.detach(), trace
+
+def _reached(fit: torch.Tensor, threshold: float | None) -> bool:
+    return threshold is not None and float(fit) <= threshold
+
+
+class _Discrepancy:
+    """Stopping rule of the discrepancy principle: an image stops once its data fit reaches its threshold."""
+
+    def __init__(self, thresholds: list[float | None]) -> None:
+        self.thresholds = thresholds
+        self.converged = torch.zeros(len(thresholds), dtype=torch.bool)
+
+    def update(self, fit: torch.Tensor) -> torch.Tensor:
+        for b, threshold in enumerate(self.thresholds):
+            self.converged[b] |= _reached(fit[b], threshold)
+        return self.converged
 
 
 class _FixedInputGenerator(nn.Module):
@@ -275,13 +280,3 @@ def _initialise(module: nn.Module, generator: torch.Generator) -> None:
             bound = 1 / math.sqrt(fan_in)
             with torch.no_grad():
                 layer.bias.uniform_(-bound, bound, generator=generator)
-
-
-def _average_traces(traces: list[dict[str, list[float]]]) -> dict[str, list[float]]:
-    """Per-iteration batch means; an element that stopped early repeats its last value."""
-    length = max(len(t["loss"]) for t in traces)
-    history: dict[str, list[float]] = {}
-    for key in ("loss", "data_fit"):
-        padded = [t[key] + [t[key][-1]] * (length - len(t[key])) for t in traces]
-        history[key] = [sum(column) / len(padded) for column in zip(*padded, strict=True)]
-    return history

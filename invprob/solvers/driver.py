@@ -159,7 +159,7 @@ def _check_finite_loss(loss: torch.Tensor, iteration: int, method: str, hint: st
     if not bool(finite.all()):
         bad = torch.nonzero(~finite.flatten()).flatten().tolist()
         raise SolverDiverged(
-            f"{method}: the loss became non-finite at iteration {iteration} for image(s) {bad}; "
+            f"{method}: the loss of image(s) {bad} became non-finite at iteration {iteration}; "
             f"{hint or divergence_hint(iteration)}"
         )
 

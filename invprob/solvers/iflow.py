@@ -1,62 +1,84 @@
 """iFlow and iFlow-L: projected gradient descent on the range of an injective prior.
 
-Algorithm 1 of the TRUMPET paper (``../shared/papers/000_76201c0664bdbebb.txt``, sec. 3.1)::
+Algorithm 1 of Kothari et al. (2021)::
 
-    x[0] = A^+ y
+    x[0] = start
     for i = 0 .. T-1:
         v      = P(x[i])                       # projection onto the prior's range, prior.project
         x[i+1] = GradientStep_x( L(v) )        # gradient through the projection
     x_hat = P(x[T])
 
-with the objective of eq. (7), ``L(v) = 1/2 ||y - A v||^2 + w R(v)`` and ``R(v) = -prior.log_prob(v)``
-(for TRUMPET the bound of eq. (6)). iFlow is ``w = 0`` (gradient descent with manifold
-projections); iFlow-L weights the prior term by ``w = lam * sigma^2`` when the noise level
-``sigma`` is given -- the paper's ``sigma^2 R`` with ``lam = 1`` is then exactly the negative log
-posterior times ``sigma^2`` -- and by ``w = lam`` otherwise (the reference code's convention, where
-``lam`` plays the role of ``sigma^2``; its default 1e-2 comes from there).
+with the objective (eq. 7) ``L(v) = 1/2 ||y - A v||^2 - w log p(v)``. iFlow is ``w = 0``. iFlow-L
+uses the noise level: ``w = lam * sigma^2`` makes ``L`` the negative log posterior times
+``sigma^2`` for ``lam = 1`` (the default), the convention of every MAP method of the toolkit. When
+``sigma`` is not given it is estimated per image from the range-constrained least-squares fit
+(iFlow's own iterations run first): for a ``d``-dimensional range and ``m`` measurements,
+``E ||y - A v*||^2 ~ sigma^2 (m - d)``, so ``sigma_hat^2 = ||y - A v*||^2 / (m - d)``; the value
+used is returned in ``Result.extras["sigma"]`` with ``extras["sigma_source"]``.
 
-With ``keep_best`` (the default) the solver returns, per image, the projected iterate ``v`` of
-lowest objective among ``P(x[0]), ..., P(x[T])`` rather than ``P(x[T])`` alone: a TRUMPET's
-projection can jump far off the data for some iterates (on one 64x64 ellipse phantom under x4
-super-resolution the last iterate scored -32 dB where iteration 2 had 20 dB), and keeping the best
-costs one comparison per iteration. The start is clipped to ``start_range`` (default ``[-1, 1]``,
-the data range of the toolkit's datasets): an injective flow's pseudo-inverse can overflow just
-outside the data it was trained on (``trumpet-ellipses`` maps a 64x64 phantom's ``A^+ y``, whose
-background dips to -1.08, to values of 1e6, and iFlow-L then never recovers), and a limited-angle
-CT ``A^+ y`` spans about ``[-6, 5]``. ``keep_best=False, start_range=None`` is Algorithm 1 as
-written.
+The start (``start="prior-mean"``) is the point of the measurement-consistent set closest to the
+prior's mean image ``m = f(E z)``: ``x[0] = m + A^+(y - A m)``. Where ``A`` observes everything this
+is ``A^+ y``; where pixels are unobserved (a mask, a missing wedge) they start at the prior's mean
+instead of mid-grey, which is what makes large holes solvable. ``start="pinv"`` is ``A^+ y``.
+
+Each iteration evaluates ``v`` and ``log p(v)`` by :meth:`~invprob.priors.Prior.project_with_log_prob`
+(one inverse and one forward pass of the prior). The loop runs through :func:`iterate` with a
+per-image stopping rule; with ``keep_best`` the returned image is, per image, the projected iterate
+of lowest objective. An image whose projection leaves the plausible range (values beyond
+``range_factor`` times the largest of 1, the start's and the prior mean image's, or a data fit
+``1e4`` times the start's) is restarted once from the prior's mean image; if it leaves again,
+:class:`SolverDiverged` names it.
+
+References:
+    Kothari, Khorashadizadeh, de Hoop, Dokmanić (2021), "Trumpets: Injective Flows for Inference
+    and Inverse Problems" (Algorithm 1, eq. 7).
+
+Example:
+    >>> import torch
+    >>> from invprob import solve
+    >>> from invprob.operators import RandomMask
+    >>> from invprob.priors import LinearGaussianPrior
+    >>> prior = LinearGaussianPrior(torch.randn(16, 4, generator=torch.Generator().manual_seed(0)), data_shape=(1, 4, 4))
+    >>> op = RandomMask((1, 4, 4), p=0.5, seed=1)
+    >>> y = op(prior.sample(2, generator=torch.Generator().manual_seed(2)))
+    >>> result = solve(op, prior, y, "iflow-l", sigma=0.01, iterations=50)
+    >>> result.x_hat.shape
+    torch.Size([2, 1, 4, 4])
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field, field_validator
 
-from ..operators.base import Operator
+from ..operators.base import LinearOperator, Operator
 from ..priors.base import Prior
-from ._common import (
-    IterativeOptions,
-    NoiseLevel,
-    check_iterate,
-    make_optimizer,
-    notify,
-    progress_bar,
-    record,
-    squared_residual,
-)
-from .base import Callback, Result, Solver, check_loss, register, sigma_per_sample
+from ._common import IterativeOptions, NoiseLevel, make_optimizer, squared_residual
+from .base import Callback, Result, Solver, SolverDiverged, register, sigma_per_sample
+from .driver import StoppingOptions, StoppingRule, Trace, iterate
+
+FIT_GROWTH = 1e4
 
 
-class IFlowOptions(IterativeOptions):
-    """Options of ``"iflow"`` (defaults from the reference implementation: Adam, lr 1e-2, 1000 steps)."""
+class IFlowOptions(IterativeOptions, StoppingOptions):
+    """Options of ``"iflow"``."""
 
     lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="step size of the optimizer")
+    start: Literal["prior-mean", "pinv"] = Field(
+        "prior-mean", description="'prior-mean': m + A^+(y - A m), m the prior's mean image; 'pinv': A^+ y"
+    )
     final_projection: bool = Field(True, description="project the last iterate onto the range (Algorithm 1, last line)")
     start_range: tuple[float, float] | None = Field(
-        (-1.0, 1.0), description="clip the start (A^+ y or x_init) to this range, the data range of invprob's datasets; None: no clipping"
+        (-1.0, 1.0), description="clip the start to this range (the data range of invprob's datasets); None: no clipping"
     )
     keep_best: bool = Field(
         True, description="return, per image, the projected iterate of lowest objective (False: the last one, as Algorithm 1)"
+    )
+    range_factor: float = Field(
+        10.0, gt=1, allow_inf_nan=False,
+        description="a projection with |values| above range_factor * max(1, |start|, |prior mean|) has left the plausible range: restart it once from the prior's mean, then fail",
     )
 
     @field_validator("start_range")
@@ -70,8 +92,11 @@ class IFlowOptions(IterativeOptions):
 class IFlowLOptions(IFlowOptions):
     """Options of ``"iflow-l"``: iFlow's plus the weight of the prior term."""
 
-    lam: float = Field(1e-2, ge=0, allow_inf_nan=False, description="weight of -log p(v); times sigma^2 when sigma is given")
-    sigma: NoiseLevel = Field(None, description="noise std (one, or one per batch element); weight = lam * sigma^2")
+    lam: float = Field(1.0, ge=0, allow_inf_nan=False,
+                       description="weight of -log p(v) relative to the posterior: w = lam * sigma^2 (1: the exact negative log posterior)")
+    sigma: NoiseLevel = Field(
+        None, description="noise std (one, or one per image); None: estimated per image from iFlow's residual, ||y - A v||^2 / (m - d)"
+    )
 
 
 @register
@@ -82,10 +107,30 @@ class IFlow(Solver):
     Options = IFlowOptions
     needs_project = True
     description = "projected gradient descent on the prior's range (Algorithm 1, no likelihood)"
+    references = "Kothari et al. (2021), Trumpets: Injective Flows for Inference and Inverse Problems"
 
-    def prior_weight(self, y: torch.Tensor) -> torch.Tensor | None:
-        """Per-sample weight ``w`` of ``-log p`` in the objective; None for iFlow."""
-        return None
+    def run(
+        self,
+        op: Operator,
+        prior: Prior | None,
+        y: torch.Tensor,
+        *,
+        x_init: torch.Tensor | None,
+        callback: Callback | None,
+        generator: torch.Generator | None,
+    ) -> Result:
+        state = _State(self, op, prior, y, x_init)
+        trace = state.run(self.options.iterations, callback, weight=None)
+        return state.result(trace.history, {"iterations": trace.iterations, "stopped_by": trace.stopped_by})
+
+
+@register
+class IFlowL(IFlow):
+    """Algorithm 1 with the prior term: ``L(v) = 1/2 ||y - A v||^2 - lam sigma^2 log p(v)`` (eq. 7)."""
+
+    name = "iflow-l"
+    Options = IFlowLOptions
+    description = "projected gradient descent on the range with the prior's log-density (Algorithm 1, eq. 7)"
 
     def run(
         self,
@@ -98,78 +143,148 @@ class IFlow(Solver):
         generator: torch.Generator | None,
     ) -> Result:
         opts = self.options
-        weight = self.prior_weight(y)
-        with torch.no_grad():
-            start = op.pinv(y) if x_init is None else x_init
-            if opts.start_range is not None:
-                start = start.clamp(*opts.start_range)
-        x = start.detach().clone().requires_grad_(True)
-        optimizer = make_optimizer(opts.optimizer, [x], opts.lr)
+        state = _State(self, op, prior, y, x_init)
+        sigma = sigma_per_sample(opts.sigma, y)
         history: dict[str, list[float]] = {}
-        best = _BestIterate()
-        with progress_bar(opts.iterations, self.name, opts.progress) as bar:
-            for it in range(opts.iterations):
-                v, loss, fit = self._objective(op, prior, y, x, weight)
-                check_loss(loss, it, self.name)
-                best.update(v, loss)
-                (x.grad,) = torch.autograd.grad(loss.sum(), x)
-                optimizer.step()
-                check_iterate(x, it, self.name)
-                info = record(history, loss=loss, data_fit=fit)
-                bar.update()
-                if notify(callback, it, v, info):
-                    break
+        used = 0
+        source = "given"
+        if sigma is None:
+            source = "estimated"
+            trace = state.run(max(opts.iterations // 2, 1), callback, weight=None)
+            history, used = trace.history, trace.iterations
+            sigma = state.estimate_sigma(prior)
+            if trace.stopped_by == "callback" or used >= opts.iterations:
+                return state.result(history, _extras(sigma, source, used, trace.stopped_by))
+            state.reset_stopping()
+        trace = state.run(opts.iterations - used, callback, weight=opts.lam * sigma.pow(2), offset=used)
+        for key, values in trace.history.items():
+            history.setdefault(key, []).extend(values)
+        return state.result(history, _extras(sigma, source, used + trace.iterations, trace.stopped_by))
+
+
+def _extras(sigma: torch.Tensor, source: str, iterations: int, stopped_by: str) -> dict[str, object]:
+    return {"sigma": sigma.detach(), "sigma_source": source, "iterations": iterations, "stopped_by": stopped_by}
+
+
+class _State:
+    """The iterate, its optimizer, the best projected iterate and the safety checks of one run."""
+
+    def __init__(self, solver: IFlow, op: Operator, prior: Prior, y: torch.Tensor, x_init: torch.Tensor | None) -> None:
+        self.opts, self.name, self.op, self.prior, self.y = solver.options, solver.name, op, prior, y
+        with torch.no_grad():
+            start = _start(op, prior, y, self.opts.start) if x_init is None else x_init
+            if self.opts.start_range is not None:
+                start = start.clamp(*self.opts.start_range)
+        self.x = start.detach().clone().requires_grad_(True)
+        scale = max(1.0, float(start.abs().max()), float(prior.mean_image().abs().max()))
+        self.max_abs = self.opts.range_factor * scale
+        self.last_v = start.detach()
+        self.optimizer = make_optimizer(self.opts.optimizer, [self.x], self.opts.lr)
+        self.best_v = torch.empty_like(start)
+        self.best_loss = torch.full((y.shape[0],), torch.inf, dtype=y.dtype, device=y.device)
+        self.last_fit = torch.full_like(self.best_loss, torch.inf)
+        self.start_fit: torch.Tensor | None = None
+        self.restarted = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
+        self.stopping = StoppingRule.from_options(self.opts)
+        self.weight: torch.Tensor | None = None
+
+    def reset_stopping(self) -> None:
+        self.stopping = StoppingRule.from_options(self.opts)
+        self.best_loss.fill_(torch.inf)
+
+    def objective(self, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``v = P(x)``, the per-image objective ``1/2 ||y - A v||^2 - w log p(v)`` and the data fit."""
+        if weight is None:
+            v = self.prior.project(self.x)
+            fit = squared_residual(self.op, v, self.y)
+            return v, 0.5 * fit, fit
+        v, log_p = self.prior.project_with_log_prob(self.x)
+        fit = squared_residual(self.op, v, self.y)
+        return v, 0.5 * fit - weight * log_p, fit
+
+    def run(self, iterations: int, callback: Callback | None, weight: torch.Tensor | None, offset: int = 0) -> Trace:
+        """Iterate with prior weight ``weight`` (None: iFlow) through :func:`iterate`."""
+        self.weight = weight
+
+        def step(it: int, active: torch.Tensor) -> dict[str, torch.Tensor]:
+            v, loss, fit = self.objective(weight)
+            self._guard(v, fit, it + offset)
+            self._keep(v, loss)
+            self.last_v = v.detach()
+            (grad,) = torch.autograd.grad(loss.sum(), self.x)
+            self.x.grad = grad * active.to(grad.device, grad.dtype).view(-1, *[1] * (grad.dim() - 1))
+            self.optimizer.step()
+            self.last_fit = fit.detach()
+            return {"loss": loss.detach(), "data_fit": fit.detach()}
+
+        return iterate(self.name, iterations, step, batch=self.y.shape[0], estimate=lambda: self.last_v,
+                       callback=callback, progress=self.opts.progress, stopping=self.stopping)
+
+    def _guard(self, v: torch.Tensor, fit: torch.Tensor, iteration: int) -> None:
+        """Restart (once) or fail for images whose projection left the plausible range."""
+        with torch.no_grad():
+            fit = fit.detach()
+            if self.start_fit is None:
+                self.start_fit = fit.clone()
+            peak = v.detach().flatten(1).abs().amax(1)
+            bad = ~torch.isfinite(peak) | (peak > self.max_abs) | ~torch.isfinite(fit)
+            bad |= fit > FIT_GROWTH * self.start_fit.clamp_min(1e-12)
+            if not bool(bad.any()):
+                return
+            twice = bad & self.restarted
+            if bool(twice.any()):
+                images = torch.nonzero(twice).flatten().tolist()
+                raise SolverDiverged(
+                    f"{self.name}: the projection of image(s) {images} left the prior's plausible range at iteration "
+                    f"{iteration} (|values| up to {float(peak[twice].max()):.3g} > {self.max_abs:.3g}, or a data fit "
+                    f"{FIT_GROWTH:g}x the start's), also after a restart from the prior's mean image; the prior cannot "
+                    "represent this measurement: try a smaller step size (lr), another start (x_init) or a prior trained on such images"
+                )
+            mean = self.prior.mean_image().to(self.x.dtype)
+            self.x[bad] = mean.expand(int(bad.sum()), *mean.shape[1:])
+            _reset_rows(self.optimizer, self.x, bad)
+            self.restarted |= bad
+            self.start_fit[bad] = torch.inf
+
+    def _keep(self, v: torch.Tensor, loss: torch.Tensor) -> None:
+        with torch.no_grad():
+            loss = torch.where(torch.isfinite(loss), loss.detach(), torch.inf)
+            better = loss < self.best_loss
+            self.best_v[better], self.best_loss[better] = v.detach()[better], loss[better]
+
+    def estimate_sigma(self, prior: Prior) -> torch.Tensor:
+        """``sigma_hat = sqrt(||y - A v||^2 / (m - d))`` per image from the current (range-constrained) fit."""
+        m = self.y[0].numel()
+        dof = m - prior.latent_dim if m > prior.latent_dim else m
+        fit = torch.where(torch.isfinite(self.last_fit), self.last_fit, self.best_loss * 2)
+        return (fit.clamp_min(1e-12) / dof).sqrt().to(self.y.dtype)
+
+    def result(self, history: dict[str, list[float]], extras: dict[str, object]) -> Result:
+        opts = self.opts
         with torch.no_grad():
             if not opts.final_projection:
-                x_hat = x.detach()
+                x_hat = self.x.detach()
             elif opts.keep_best:
-                v, loss, _ = self._objective(op, prior, y, x, weight)
-                best.update(v, loss)
-                x_hat = best.v
+                v, loss, _ = self.objective(self.weight)
+                self._keep(v, loss)
+                x_hat = self.best_v
             else:
-                x_hat = prior.project(x).detach()
-        return Result(x_hat=x_hat, method=self.name, options=opts, history=history)
-
-    def _objective(
-        self, op: Operator, prior: Prior, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``v = P(x)`` and the per-sample objective ``1/2 ||y - A v||^2 - w log p(v)`` (eq. 7) and data fit."""
-        v = prior.project(x)
-        fit = squared_residual(op, v, y)
-        loss = 0.5 * fit
-        if weight is not None:
-            loss = loss - weight * prior.log_prob(v)
-        return v, loss, fit
+                x_hat = self.prior.project(self.x).detach()
+        extras["restarted"] = self.restarted.clone()
+        return Result(x_hat=x_hat, method=self.name, options=opts, history=history, extras=extras)
 
 
-class _BestIterate:
-    """Per batch element, the iterate ``v`` with the lowest finite objective passed to :meth:`update`."""
-
-    def __init__(self) -> None:
-        self.v: torch.Tensor | None = None
-        self.loss: torch.Tensor | None = None
-
-    @torch.no_grad()
-    def update(self, v: torch.Tensor, loss: torch.Tensor) -> None:
-        v, loss = v.detach(), torch.where(torch.isfinite(loss), loss.detach(), torch.inf)
-        if self.v is None:
-            self.v, self.loss = v.clone(), loss.clone()
-            return
-        better = loss < self.loss
-        self.v[better], self.loss[better] = v[better], loss[better]
+def _start(op: Operator, prior: Prior, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """``A^+ y``, or ``m + A^+(y - A m)`` with ``m`` the prior's mean image."""
+    if kind == "pinv" or not isinstance(op, LinearOperator):
+        return op.pinv(y)
+    mean = prior.mean_image().to(y.dtype).expand(y.shape[0], *prior.data_shape)
+    return mean + op.pinv(y - op(mean))
 
 
-@register
-class IFlowL(IFlow):
-    """Algorithm 1 with the prior term: ``L(v) = 1/2 ||y - A v||^2 - w log p(v)`` (eq. 7)."""
-
-    name = "iflow-l"
-    Options = IFlowLOptions
-    description = "projected gradient descent on the range with the prior's log-density (Algorithm 1, eq. 7)"
-
-    def prior_weight(self, y: torch.Tensor) -> torch.Tensor | None:
-        opts = self.options
-        sigma = sigma_per_sample(opts.sigma, y)
-        if sigma is None:
-            return torch.full((y.shape[0],), opts.lam, dtype=y.dtype, device=y.device)
-        return opts.lam * sigma.pow(2)
+def _reset_rows(optimizer: torch.optim.Optimizer, x: torch.Tensor, rows: torch.Tensor) -> None:
+    """Zero the optimizer's running moments of the restarted images."""
+    state = optimizer.state.get(x, {})
+    for value in state.values():
+        if isinstance(value, torch.Tensor) and value.shape == x.shape:
+            value[rows] = 0
