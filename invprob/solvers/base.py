@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .._checks import check_finite, to_tensor
 from ..operators.base import Operator
@@ -29,9 +29,22 @@ Callback = Callable[[int, torch.Tensor, dict[str, float]], Any]
 
 
 class SolverOptions(BaseModel):
-    """Base of every method's options: validated, immutable, unknown keys rejected."""
+    """Base of every method's options: validated, immutable, unknown keys rejected.
+
+    A bool is refused where a number is expected (``iterations=True`` is an error, not 1).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field_info = cls.model_fields.get(name)
+                if isinstance(value, bool) and field_info is not None and not _accepts_bool(field_info.annotation):
+                    raise ValueError(f"{name}: expected {_type_name(field_info.annotation)}, got bool {value!r}")
+        return data
 
 
 class SolverDiverged(RuntimeError):
@@ -184,6 +197,12 @@ def _option_info(name: str, field_info: Any) -> OptionInfo:
                       field_info.description or "")
 
 
+def _accepts_bool(annotation: Any) -> bool:
+    if annotation is bool:
+        return True
+    return any(_accepts_bool(a) for a in typing.get_args(annotation))
+
+
 def _type_name(annotation: Any) -> str:
     """A readable name of an option's type: ``float``, ``'adam' | 'gd'``, ``float | list[float] | None``."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -214,9 +233,16 @@ def parse_options(model: type[OptionsT], options: dict[str, Any], owner: str) ->
     try:
         return model(**options)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(_problem(e) for e in err.errors())
         valid = ", ".join(model.model_fields) or "(none)"
         raise ValueError(f"{owner}: invalid options ({problems}). Valid options: {valid}") from None
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One pydantic error as ``field: message`` (without pydantic's ``Value error,`` prefix)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    location = ".".join(str(p) for p in error["loc"])
+    return f"{location}: {message}" if location else message
 
 
 def solve(
@@ -236,17 +262,42 @@ def solve(
     measurement; the result is then unbatched too). ``x_init`` (same batchedness) replaces the
     method's default start. ``callback(iteration, x, info)`` is called by iterative methods.
     ``generator`` seeds every random choice of the method. ``options`` are validated by the method's
-    options model (see ``invprob.list_methods()`` and each method's ``Options``).
+    options model (:func:`describe_method` lists them). NumPy input and float64 tensors are cast to
+    the prior's dtype and device.
+
+    Raises:
+        ValueError: unknown method or option, bad shapes, an empty batch, non-finite values.
+        TypeError: a wrong type of ``op``, ``prior``, ``generator``, ``callback``, or complex ``y``.
+        SolverDiverged: the method's iterate or objective left the plausible range.
+
+    Example:
+        >>> import torch
+        >>> from invprob.operators import RandomGaussian
+        >>> from invprob.priors import LinearGaussianPrior
+        >>> prior = LinearGaussianPrior(torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) / 4, data_shape=(1, 4, 4))
+        >>> op = RandomGaussian((1, 4, 4), m=8)
+        >>> x = prior.sample(1, generator=torch.Generator().manual_seed(1))
+        >>> result = solve(op, prior, op(x), "iflow-l", sigma=1e-3, iterations=100)
+        >>> bool(((result.x_hat - x).norm() / x.norm()) < 0.05)
+        True
     """
     options_model = make_options(method, **options)
     cls = _lookup(method)
     if not isinstance(op, Operator):
         raise TypeError(f"op: expected an invprob Operator, got {type(op).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__} {generator!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable callback(iteration, x, info) or None, got {type(callback).__name__} {callback!r}")
     if cls.needs_prior:
         check_prior(op, prior, method, cls.needs_project)
     reference = prior if isinstance(prior, Prior) else None
     y_batch, single = _as_batch(y, op.out_shape, "y", reference)
+    if y_batch.shape[0] == 0:
+        raise ValueError(f"y: expected at least one measurement, got an empty batch of shape {tuple(y_batch.shape)}")
     init = None if x_init is None else _as_batch(x_init, op.in_shape, "x_init", reference)[0]
+    if init is not None and init.shape[0] != y_batch.shape[0]:
+        raise ValueError(f"x_init: expected {y_batch.shape[0]} start(s), one per measurement in y, got {init.shape[0]}")
     start = time.perf_counter()
     result = cls(options_model).run(op, prior, y_batch, x_init=init, callback=callback, generator=generator)
     result.seconds = time.perf_counter() - start
@@ -316,6 +367,8 @@ def _as_batch(
     prior: Prior | None,
 ) -> tuple[torch.Tensor, bool]:
     t = to_tensor(value, name)
+    if t.is_complex():
+        raise TypeError(f"{name}: expected real values, got complex dtype {t.dtype} (pass y.real explicitly if that is meant)")
     if prior is not None:
         t = t.to(device=prior.device, dtype=prior.dtype)
     is_single = tuple(t.shape) == tuple(shape)
