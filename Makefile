@@ -18,8 +18,10 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# The suite, then the layer contract of the package (import-linter; see pyproject.toml).
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(VENV)/bin/lint-imports
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
