@@ -193,8 +193,8 @@ def _option_info(name: str, field_info: Any) -> OptionInfo:
             value = getattr(item, attr, None)
             if value is not None:
                 bounds.append(f"{symbol} {value}")
-    return OptionInfo(name, _type_name(field_info.annotation), field_info.default, " and ".join(bounds),
-                      field_info.description or "")
+    default = "(required)" if field_info.is_required() else field_info.default
+    return OptionInfo(name, _type_name(field_info.annotation), default, " and ".join(bounds), field_info.description or "")
 
 
 def _accepts_bool(annotation: Any) -> bool:

@@ -66,9 +66,12 @@ class IFlowOptions(IterativeOptions, StoppingOptions):
     """Options of ``"iflow"``."""
 
     lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="step size of the optimizer")
-    start: Literal["prior-mean", "pinv"] = Field(
-        "prior-mean", description="'prior-mean': m + A^+(y - A m), m the prior's mean image; 'pinv': A^+ y"
+    start: Literal["prior-mean", "pinv", "latent"] = Field(
+        "prior-mean",
+        description="'prior-mean': m + A^+(y - A m), m the prior's mean image; 'pinv': A^+ y; "
+        "'latent': f(z) after `warm_steps` Adam steps on 1/2 ||y - A f(z)||^2 + 1/2 ||z||^2 from the latent mean",
     )
+    warm_steps: int = Field(100, ge=1, le=100_000, description="latent least-squares steps of start='latent'")
     final_projection: bool = Field(True, description="project the last iterate onto the range (Algorithm 1, last line)")
     start_range: tuple[float, float] | None = Field(
         (-1.0, 1.0), description="clip the start to this range (the data range of invprob's datasets); None: no clipping"
@@ -172,7 +175,7 @@ class _State:
     def __init__(self, solver: IFlow, op: Operator, prior: Prior, y: torch.Tensor, x_init: torch.Tensor | None) -> None:
         self.opts, self.name, self.op, self.prior, self.y = solver.options, solver.name, op, prior, y
         with torch.no_grad():
-            start = _start(op, prior, y, self.opts.start) if x_init is None else x_init
+            start = _start(op, prior, y, self.opts) if x_init is None else x_init
             if self.opts.start_range is not None:
                 start = start.clamp(*self.opts.start_range)
         self.x = start.detach().clone().requires_grad_(True)
@@ -274,12 +277,26 @@ class _State:
         return Result(x_hat=x_hat, method=self.name, options=opts, history=history, extras=extras)
 
 
-def _start(op: Operator, prior: Prior, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """``A^+ y``, or ``m + A^+(y - A m)`` with ``m`` the prior's mean image."""
-    if kind == "pinv" or not isinstance(op, LinearOperator):
+def _start(op: Operator, prior: Prior, y: torch.Tensor, opts: IFlowOptions) -> torch.Tensor:
+    """``A^+ y``, ``m + A^+(y - A m)`` with ``m`` the prior's mean image, or a short latent fit."""
+    if opts.start == "latent":
+        return _latent_start(op, prior, y, opts.warm_steps, opts.lr)
+    if opts.start == "pinv" or not isinstance(op, LinearOperator):
         return op.pinv(y)
     mean = prior.mean_image().to(y.dtype).expand(y.shape[0], *prior.data_shape)
     return mean + op.pinv(y - op(mean))
+
+
+def _latent_start(op: Operator, prior: Prior, y: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+    """``f(z)`` after ``steps`` Adam steps on ``1/2 ||y - A f(z)||^2 + 1/2 ||z||^2`` from the latent mean."""
+    with torch.enable_grad():
+        z = prior.sample_latent(1, 0.0).detach().expand(y.shape[0], -1).clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=max(lr, 1e-2))
+        for _ in range(steps):
+            loss = 0.5 * squared_residual(op, prior.decode(z), y) + 0.5 * z.pow(2).sum(1)
+            (z.grad,) = torch.autograd.grad(loss.sum(), z)
+            optimizer.step()
+    return prior.decode(z.detach())
 
 
 def _reset_rows(optimizer: torch.optim.Optimizer, x: torch.Tensor, rows: torch.Tensor) -> None:
