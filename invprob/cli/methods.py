@@ -15,17 +15,15 @@ from typing import Any
 KINDS = ("map", "posterior", "baseline")
 
 
-def _default_text(value: Any) -> str:
-    from pydantic_core import PydanticUndefined
-
-    return "required" if value is PydanticUndefined else f"default {value!r}"
+def _default_text(option: Any) -> str:
+    return "required" if option.required else f"default {option.default!r}"
 
 
 def option_rows(method: str) -> list[dict[str, str]]:
     """One row per option of ``method`` (from :func:`invprob.solvers.describe_method`): name, type, default, range, description."""
     from ..solvers import describe_method
 
-    return [{"name": o.name, "type": o.type, "default": _default_text(o.default), "range": o.range or "-",
+    return [{"name": o.name, "type": o.type, "default": _default_text(o), "range": o.range or "-",
              "description": o.description} for o in describe_method(method).options]
 
 

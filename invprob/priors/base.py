@@ -101,10 +101,18 @@ class Prior(nn.Module, ABC):
         """
         return self._project_with_log_prob(self.check_data(x))
 
+    @property
+    def is_initialized(self) -> bool:
+        """False while a layer with data-dependent initialisation (ActNorm) has not seen data yet."""
+        return all(bool(buffer) for name, buffer in self.named_buffers() if name.endswith("initialized"))
+
     def mean_image(self) -> torch.Tensor:
-        """``f(E[z])``: the image of the latent mean, shape ``(1, *data_shape)``; a point on the range."""
+        """``f(E[z])``: the image of the latent mean, shape ``(1, *data_shape)``; a point on the range.
+
+        Drawn at temperature 0 from a private generator, so the global random state is untouched.
+        """
         with torch.no_grad():
-            return self._decode(self.sample_latent(1, 0.0))
+            return self._decode(self.sample_latent(1, 0.0, torch.Generator().manual_seed(0)))
 
     def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """Log-density of each latent vector, shape ``(B,)``."""

@@ -142,13 +142,14 @@ def list_methods(kind: str | Sequence[str] | None = None) -> list[str]:
 
 @dataclass(frozen=True)
 class OptionInfo:
-    """One option of a method: its name, type, default, allowed range and description."""
+    """One option of a method: its name, type, default (None when ``required``), allowed range and description."""
 
     name: str
     type: str
     default: Any
     range: str
     description: str
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ class MethodInfo:
         width = max((len(o.name) for o in self.options), default=0)
         for o in self.options:
             bounds = f", {o.range}" if o.range else ""
-            lines.append(f"  {o.name:<{width}}  {o.type} = {o.default!r}{bounds}: {o.description}")
+            default = "(required)" if o.required else repr(o.default)
+            lines.append(f"  {o.name:<{width}}  {o.type} = {default}{bounds}: {o.description}")
         return "\n".join(lines)
 
 
@@ -193,8 +195,9 @@ def _option_info(name: str, field_info: Any) -> OptionInfo:
             value = getattr(item, attr, None)
             if value is not None:
                 bounds.append(f"{symbol} {value}")
-    default = "(required)" if field_info.is_required() else field_info.default
-    return OptionInfo(name, _type_name(field_info.annotation), default, " and ".join(bounds), field_info.description or "")
+    required = field_info.is_required()
+    return OptionInfo(name, _type_name(field_info.annotation), None if required else field_info.default,
+                      " and ".join(bounds), field_info.description or "", required)
 
 
 def _accepts_bool(annotation: Any) -> bool:

@@ -19,7 +19,8 @@ used is returned in ``Result.extras["sigma"]`` with ``extras["sigma_source"]``.
 The start (``start="prior-mean"``) is the point of the measurement-consistent set closest to the
 prior's mean image ``m = f(E z)``: ``x[0] = m + A^+(y - A m)``. Where ``A`` observes everything this
 is ``A^+ y``; where pixels are unobserved (a mask, a missing wedge) they start at the prior's mean
-instead of mid-grey, which is what makes large holes solvable. ``start="pinv"`` is ``A^+ y``.
+instead of mid-grey, which is what makes large holes solvable. ``start="pinv"`` is ``A^+ y`` (also
+used for a nonlinear operator and for an untrained prior, whose mean image means nothing).
 
 Each iteration evaluates ``v`` and ``log p(v)`` by :meth:`~invprob.priors.Prior.project_with_log_prob`
 (one inverse and one forward pass of the prior). The loop runs through :func:`iterate` with a
@@ -179,7 +180,8 @@ class _State:
             if self.opts.start_range is not None:
                 start = start.clamp(*self.opts.start_range)
         self.x = start.detach().clone().requires_grad_(True)
-        scale = max(1.0, float(start.abs().max()), float(prior.mean_image().abs().max()))
+        self.safe = prior.mean_image().to(start.dtype) if prior.is_initialized else start.mean(0, keepdim=True)
+        scale = max(1.0, float(start.abs().max()), float(self.safe.abs().max()))
         self.max_abs = self.opts.range_factor * scale
         self.last_v = start.detach()
         self.optimizer = make_optimizer(self.opts.optimizer, [self.x], self.opts.lr)
@@ -243,8 +245,7 @@ class _State:
                     f"{FIT_GROWTH:g}x the start's), also after a restart from the prior's mean image; the prior cannot "
                     "represent this measurement: try a smaller step size (lr), another start (x_init) or a prior trained on such images"
                 )
-            mean = self.prior.mean_image().to(self.x.dtype)
-            self.x[bad] = mean.expand(int(bad.sum()), *mean.shape[1:])
+            self.x[bad] = self.safe.expand(int(bad.sum()), *self.safe.shape[1:])
             _reset_rows(self.optimizer, self.x, bad)
             self.restarted |= bad
             self.start_fit[bad] = torch.inf
@@ -281,7 +282,7 @@ def _start(op: Operator, prior: Prior, y: torch.Tensor, opts: IFlowOptions) -> t
     """``A^+ y``, ``m + A^+(y - A m)`` with ``m`` the prior's mean image, or a short latent fit."""
     if opts.start == "latent":
         return _latent_start(op, prior, y, opts.warm_steps, opts.lr)
-    if opts.start == "pinv" or not isinstance(op, LinearOperator):
+    if opts.start == "pinv" or not isinstance(op, LinearOperator) or not prior.is_initialized:
         return op.pinv(y)
     mean = prior.mean_image().to(y.dtype).expand(y.shape[0], *prior.data_shape)
     return mean + op.pinv(y - op(mean))
