@@ -55,17 +55,6 @@ CONFIG = "bench_config.json"
 LOCK = ".bench.lock"
 OUTPUTS = ("tables.md", "results.csv", "examples.png")
 
-#: Iteration budgets of the MAP methods in the benchmark and the demo: each method's defaults with
-#: fewer iterations, so that the default grid (10 digits x 4 operators x 6 methods) runs in minutes
-#: on 2 CPU cores. A user's ``method_options`` override them key by key.
-QUICK_OPTIONS: dict[str, dict[str, Any]] = {
-    "tv": {"iterations": 100},
-    "csgm": {"restarts": 10, "iterations": 150, "lr": 0.05},
-    "dip": {"iterations": 300},
-    "iflow": {"iterations": 150},
-    "iflow-l": {"iterations": 150},
-}
-
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 
 
@@ -182,8 +171,7 @@ def resolve_config(
     labels = [s.label for s in specs]
     base_options = {k: v for k, v in (chosen.method_options if chosen else {}).items() if k in labels}
     check_method_options(specs, method_options or {})
-    merged = {s.label: {**QUICK_OPTIONS.get(s.method, {}), **base_options.get(s.label, {}), **(method_options or {}).get(s.label, {})}
-              for s in specs}
+    merged = {s.label: {**base_options.get(s.label, {}), **(method_options or {}).get(s.label, {})} for s in specs}
     check_method_options(specs, merged)
     n = check_int(settings["n_images"], "n_images", minimum=1)
     snr_db = settings["snr_db"]
@@ -259,8 +247,8 @@ def run(
     """Run the benchmark grid and write its outputs into ``out_dir``.
 
     Settings left as None come from ``preset`` (one of :data:`PRESETS`), else :data:`DEFAULTS`.
-    ``method_options`` maps a method label to its options; they update the preset's options and
-    :data:`QUICK_OPTIONS` (the benchmark's iteration budgets) key by key. Methods that take a
+    ``method_options`` maps a method label to its options, on top of the method's own defaults
+    (those of :func:`invprob.solve`) and the preset's options, key by key. Methods that take a
     noise level ``sigma`` get the known one unless it is set. ``stop_after`` ends the run after that
     many newly computed cells (to simulate an interruption).
 
