@@ -33,7 +33,7 @@ def run_demo(
     a checkpoint directory). The figure has one row per image, labelled by its class where the
     dataset has labels, and each reconstruction's SNR under it.
     """
-    from .bench import QUICK_OPTIONS, solve_known_noise
+    from .bench import solve_known_noise
     from .._checks import check_int
     from ..data import load_dataset
     from ..metrics import snr, ssim
@@ -65,7 +65,7 @@ def run_demo(
     with progress_indicator(len(methods), "demo", enabled=progress) as bar:
         for method in methods:
             generator = torch.Generator().manual_seed(seed)
-            x_hat, seconds = solve_known_noise(op, model, y, method, generator, dict(QUICK_OPTIONS.get(method, {})), sigma)
+            x_hat, seconds = solve_known_noise(op, model, y, method, generator, {}, sigma)
             estimates[method], scores[method] = x_hat, snr(x, x_hat)
             table[method] = {"snr": float(scores[method].mean()), "ssim": float(ssim(x, x_hat).mean()),
                              "seconds": seconds / n_images}
