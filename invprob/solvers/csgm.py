@@ -124,7 +124,9 @@ class CSGM(Solver):
         return starts.reshape(batch * restarts, prior.latent_dim).detach()
 
     def _check_range(self, prior: Prior, x_hat: torch.Tensor) -> None:
-        bound = self.options.range_factor * max(1.0, float(prior.decode(prior.sample_latent(1, 0.0, torch.Generator())).abs().max()))
+        with torch.no_grad():
+            mean = prior.decode(prior.sample_latent(1, 0.0, torch.Generator()))
+        bound = self.options.range_factor * max(1.0, float(mean.abs().max()))
         peak = x_hat.flatten(1).abs().amax(1)
         bad = ~torch.isfinite(peak) | (peak > bound)
         if bool(bad.any()):
