@@ -29,3 +29,32 @@ def test_docstring_examples_run(name):
         raise
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} doctest examples failed in {name}"
+
+
+# The main public classes and functions each carry an ``Example:`` (a doctest run above).
+MUST_HAVE_EXAMPLES = {
+    "invprob.solvers.base": ["solve", "describe_method", "list_methods"],
+    "invprob.solvers.driver": [""],
+    "invprob.solvers.iflow": [""],
+    "invprob.solvers.csgm": [""],
+    "invprob.solvers.variational.amortized": ["AmortizedPosterior"],
+    "invprob.solvers.variational.per_measurement": ["SVI", "FlowPosterior"],
+    "invprob.solvers.mcmc.langevin": ["Langevin"],
+    "invprob.solvers.mcmc.pl_mcmc": ["PLMCMC"],
+    "invprob.priors.pretrained": ["load_prior"],
+    "invprob.operators.matrix": ["RandomGaussian"],
+    "invprob.operators.masks": ["RandomMask", "BlockMask", "HalfMask"],
+    "invprob.operators.superres": ["SuperResolution"],
+    "invprob.operators.ct": ["LimitedAngleCT"],
+    "invprob.apps.ct_uq.workflow": ["ct_workflow"],
+    "invprob.data.mnist": [""],
+    "invprob.progress": [""],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUST_HAVE_EXAMPLES))
+def test_main_objects_have_examples(name):
+    module = importlib.import_module(name)
+    for attribute in MUST_HAVE_EXAMPLES[name]:
+        obj = getattr(module, attribute) if attribute else module
+        assert ">>>" in (obj.__doc__ or ""), f"{name}.{attribute or '(module)'} has no Example: doctest"

@@ -60,6 +60,11 @@ def load_prior(
     loads one without (the two-file format of earlier versions) — see
     :func:`~invprob.priors.io.load_prior_file`. ``None`` or an empty name is refused: the current
     directory is never loaded by accident.
+
+    Example:
+        >>> prior = load_prior("trumpet-digits")
+        >>> type(prior).__name__, prior.data_shape, prior.latent_dim
+        ('TRUMPET', (1, 32, 32), 64)
     """
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(os.fspath(name_or_path)).strip():
         valid = ", ".join(list_priors()) or "(none shipped)"
