@@ -287,3 +287,24 @@ def test_known_start_and_figure_dedupe(tmp_path, pca_prior_dir):
     start, label = solve_cli.known_start("iflow", make_options("iflow"), pinv)
     assert label == "start: A⁺y, clipped to [-1, 1]" and float(start.max()) == 1.0
     assert solve_cli.known_start("csgm", make_options("csgm"), pinv) is None
+    from types import SimpleNamespace
+
+    assert solve_cli.known_start("iflow", SimpleNamespace(start="latent", start_range=None), pinv) is None
+
+
+def test_known_start_prior_mean_is_measurement_consistent():
+    from types import SimpleNamespace
+
+    from invprob.operators import BlockMask
+
+    prior = LinearGaussianPrior(torch.randn(1024, 4) * 0.1, torch.full((1024,), 0.3), data_shape=(1, 32, 32))
+    if not hasattr(prior, "mean_image"):
+        pytest.skip("Prior.mean_image is not on this branch yet")
+    op = BlockMask((1, 32, 32), 12)
+    y = op(torch.rand(1, 1, 32, 32) * 2 - 1)[0]
+    options = SimpleNamespace(start="prior-mean", start_range=(-1.0, 1.0))
+    start, label = solve_cli.known_start("iflow-l", options, op.pinv(y[None])[0], op=op, prior=prior, y=y)
+    assert label.startswith("start: m + A⁺(y − A m)") and label.endswith("clipped to [-1, 1]")
+    mean = prior.mean_image()[0]
+    assert torch.allclose(op(start[None])[0], y.clamp(-1, 1), atol=1e-5)  # observed pixels from y
+    assert torch.allclose(start[:, 16, 16], mean[:, 16, 16].clamp(-1, 1), atol=1e-5)  # the hole from the prior mean

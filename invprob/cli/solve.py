@@ -196,7 +196,7 @@ def known_start(method: str, options: Any, pinv: Any, *, op: Any = None, prior: 
 
     iFlow's ``start="prior-mean"`` is ``m + A⁺(y − A m)`` with ``m`` the prior's mean image (the
     measurement-consistent point nearest to ``m``; it needs ``op``, ``prior`` and ``y``), ``"pinv"``
-    is ``A⁺y``; either is clipped to ``start_range``.
+    is ``A⁺y``; either is clipped to ``start_range``. Other starts (a latent warm start) give None.
     """
     import torch
 
@@ -207,8 +207,10 @@ def known_start(method: str, options: Any, pinv: Any, *, op: Any = None, prior: 
                 mean = prior.mean_image()[0].to(pinv.dtype)
                 image = mean + op.pinv((y - op(mean[None])[0])[None])[0]
             label = "start: m + A⁺(y − A m), m the prior's mean"
-        else:
+        elif kind == "pinv":
             image, label = pinv, "start: A⁺y"
+        else:
+            return None  # e.g. a latent warm start: not an image known before the run
         low_high = getattr(options, "start_range", None)
         if low_high is None:
             return image, label
