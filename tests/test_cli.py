@@ -284,10 +284,11 @@ def test_known_start_and_figure_dedupe(tmp_path, pca_prior_dir):
     from invprob.solvers import make_options
 
     pinv = torch.full((1, 4, 4), 2.0)
-    start, label = solve_cli.known_start("iflow", make_options("iflow"), pinv)
+    from types import SimpleNamespace
+
+    start, label = solve_cli.known_start("iflow", SimpleNamespace(start="pinv", start_range=(-1.0, 1.0)), pinv)
     assert label == "start: A⁺y, clipped to [-1, 1]" and float(start.max()) == 1.0
     assert solve_cli.known_start("csgm", make_options("csgm"), pinv) is None
-    from types import SimpleNamespace
 
     assert solve_cli.known_start("iflow", SimpleNamespace(start="latent", start_range=None), pinv) is None
 
