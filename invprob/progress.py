@@ -42,6 +42,7 @@ class Progress:
         self.count = 0
         self.postfix: dict[str, Any] = {}
         self._start = self._last = time.monotonic()
+        self._printed_count: int | None = None
         self._bar = None
         if enabled and _interactive(self.stream):
             self._bar = tqdm(total=total, desc=desc, leave=False, file=self.stream)
@@ -68,16 +69,16 @@ class Progress:
             print(message, file=self.stream, flush=True)
 
     def close(self) -> None:
-        """End the indicator; a plain-line reporter prints a final line if it printed any before."""
+        """End the indicator; a plain-line reporter that printed before prints a final line, unless its last line already showed the final count."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.enabled and self._last != self._start:
+        elif self.enabled and self._printed_count is not None and self._printed_count != self.count:
             self._line()
 
     def _line(self) -> None:
         now = time.monotonic()
-        self._last = now
+        self._last, self._printed_count = now, self.count
         elapsed = now - self._start
         rate = self.count / elapsed if elapsed > 0 else 0.0
         parts = [f"{self.desc}: {self.count}" + (f"/{self.total}" if self.total else "")]
