@@ -12,21 +12,8 @@ import torch
 from invprob.apps import bench
 from invprob.cli import main
 from invprob.data import load_dataset
-from invprob.priors import save_prior
-from invprob.priors.linear_gaussian import LinearGaussianPrior
 
 
-@pytest.fixture(scope="module")
-def pca_prior_dir(tmp_path_factory):
-    """A linear-Gaussian prior on the 8 leading principal components of the training digits."""
-    x = load_dataset("digits", split="train").images.flatten(1).double()
-    mean = x.mean(0)
-    _, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
-    W = vt[:8].T * (s[:8] / (x.shape[0] - 1) ** 0.5)
-    prior = LinearGaussianPrior(W.float(), mean.float(), data_shape=(1, 32, 32))
-    path = tmp_path_factory.mktemp("prior") / "pca"
-    save_prior(prior, path)
-    return path
 
 
 def _run(out, prior_dir, **kwargs):

@@ -17,21 +17,10 @@ from invprob.cli import build_parser, main
 from invprob.cli import solve as solve_cli
 from invprob.cli.methods import method_rows, option_rows
 from invprob.data import load_dataset, write_image
-from invprob.priors import save_prior
 from invprob.priors.linear_gaussian import LinearGaussianPrior
 from invprob.solvers import list_methods
 
 
-@pytest.fixture(scope="module")
-def pca_prior_dir(tmp_path_factory):
-    """A linear-Gaussian prior on the 8 leading principal components of the training digits (fast to solve with)."""
-    x = load_dataset("digits", split="train").images.flatten(1).double()
-    mean = x.mean(0)
-    _, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
-    prior = LinearGaussianPrior((vt[:8].T * (s[:8] / (x.shape[0] - 1) ** 0.5)).float(), mean.float(), data_shape=(1, 32, 32))
-    path = tmp_path_factory.mktemp("prior") / "pca"
-    save_prior(prior, path)
-    return str(path)
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:

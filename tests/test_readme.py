@@ -16,12 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from invprob.cli import build_parser, main
-from invprob.data import load_dataset
-from invprob.priors import save_prior
-from invprob.priors.linear_gaussian import LinearGaussianPrior
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -72,16 +68,6 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def pca_prior_dir(tmp_path_factory):
-    """A linear-Gaussian prior on the 8 leading principal components of the training digits."""
-    x = load_dataset("digits", split="train").images.flatten(1).double()
-    mean = x.mean(0)
-    _, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
-    prior = LinearGaussianPrior((vt[:8].T * (s[:8] / (x.shape[0] - 1) ** 0.5)).float(), mean.float(), data_shape=(1, 32, 32))
-    path = tmp_path_factory.mktemp("prior") / "pca"
-    save_prior(prior, path)
-    return str(path)
 
 
 def test_the_readme_has_python_blocks_and_commands():

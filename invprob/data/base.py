@@ -137,3 +137,14 @@ class ImageTensorDataset(Dataset):
         if self.with_labels:
             return self.images[index], int(self.labels[index])  # type: ignore[index]
         return self.images[index]
+
+
+def split_images(
+    images: torch.Tensor, labels: torch.Tensor, train: np.ndarray, test: np.ndarray, split: str, with_labels: bool
+) -> ImageTensorDataset:
+    """The ``split`` (``"train"``, ``"test"`` or ``"all"``) of an image stack with fixed train/test indices."""
+    check_split(split)
+    if split == "all":
+        return ImageTensorDataset(images.clone(), labels.clone(), with_labels=with_labels)
+    index = torch.from_numpy(train if split == "train" else test)
+    return ImageTensorDataset(images[index], labels[index], with_labels=with_labels)

