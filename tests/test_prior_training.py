@@ -70,16 +70,29 @@ def test_phase_two_leaves_the_injective_part_untouched(tmp_path):
         torch.testing.assert_close(v, g_state[k], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
 @pytest.mark.parametrize("kill_at", [7, 36])  # inside phase 1, inside phase 2
-def test_trumpet_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, kill_at):
+def test_trumpet_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, kill_at, schedule):
+    opts = {**T_OPTS, "lr_schedule": schedule}
     full = _trumpet()
-    train_trumpet(full, _blobs(), tmp_path / "full", **T_OPTS)
+    train_trumpet(full, _blobs(), tmp_path / "full", **opts)
     killed = _trumpet()
-    report = train_trumpet(killed, _blobs(), tmp_path / "run", stop_after=kill_at, **T_OPTS)
+    report = train_trumpet(killed, _blobs(), tmp_path / "run", stop_after=kill_at, **opts)
     assert not report["finished"] and not (tmp_path / "run" / "checkpoint.safetensors").exists()
     resumed = _trumpet()  # a new process: fresh weights, state from disk only
-    assert train_trumpet(resumed, _blobs(), tmp_path / "run", resume=True, **T_OPTS)["finished"]
+    assert train_trumpet(resumed, _blobs(), tmp_path / "run", resume=True, **opts)["finished"]
     _assert_same_parameters(full, resumed)
+    assert load_prior_file(tmp_path / "run").metadata["options"]["lr_schedule"] == schedule
+
+
+def test_trumpet_cosine_schedule_changes_the_steps_and_refuses_a_changed_budget(tmp_path):
+    constant, cosine = _trumpet(), _trumpet()
+    train_trumpet(constant, _blobs(), tmp_path / "constant", **T_OPTS)
+    train_trumpet(cosine, _blobs(), tmp_path / "cosine", **{**T_OPTS, "lr_schedule": "cosine"})
+    assert any(not torch.equal(a, b) for a, b in zip(constant.state_dict().values(), cosine.state_dict().values()))
+    train_trumpet(_trumpet(), _blobs(), tmp_path / "run", stop_after=7, **{**T_OPTS, "lr_schedule": "cosine"})
+    with pytest.raises(CheckpointError, match="cosine schedule depends on it"):
+        train_trumpet(_trumpet(), _blobs(), tmp_path / "run", resume=True, **{**T_OPTS, "mse_steps": 40, "lr_schedule": "cosine"})
 
 
 def test_flow_training_reduces_bits_per_dim_and_resumes_exactly(tmp_path):

@@ -90,6 +90,9 @@ class LoopSettings(BaseModel):
     checkpoint_every: int = Field(200, ge=1)
     validate_every: int = Field(500, ge=1)
     progress: bool = True
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: lr decays to lr/100 over each phase's steps, lr(s) = lr/100 + (lr - lr/100)(1 + cos(pi s / steps))/2"
+    )
 
 
 class FitOptions(LoopSettings):
@@ -97,9 +100,6 @@ class FitOptions(LoopSettings):
 
     steps: int = Field(ge=1, description="number of optimizer steps")
     lr: float = Field(1e-3, gt=0)
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="cosine: lr decays to lr/100 over the steps, lr(s) = lr/100 + (lr - lr/100)(1 + cos(pi s / steps))/2"
-    )
     weight_decay: float = Field(0.0, ge=0)
     phase: str = Field("train", pattern=r"^[A-Za-z0-9_-]+$")
 
