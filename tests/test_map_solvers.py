@@ -172,6 +172,34 @@ def test_csgm_x_init_seeds_the_first_restart():
     assert result.extras["best_restart"].tolist() == [0, 0]
 
 
+def test_csgm_lbfgs_from_the_latent_mean_reaches_the_exact_posterior_mode_in_few_iterations():
+    """lam = 1 with the true sigma: the latent posterior mode, which for a linear-Gaussian prior is the exact posterior mean."""
+    sigma = 0.1
+    p = linear_problem(dtype=torch.float64, sigma=sigma)
+    exact = p.prior.exact_posterior(p.op, p.y, sigma).mean
+    options = dict(lam=1.0, sigma=sigma, restarts=1, start="mean", tol=0.0, **QUIET)
+    quasi_newton = solve(p.op, p.prior, p.y, "csgm", optimizer="lbfgs", iterations=30, **options)
+    assert rel_error(quasi_newton.x_hat, exact) < 1e-5
+    adam = solve(p.op, p.prior, p.y, "csgm", optimizer="adam", iterations=30, **options)
+    assert rel_error(adam.x_hat, exact) > 1e-3, "30 Adam steps are far from it: the quasi-Newton steps are what converge"
+
+
+def test_csgm_mean_start_puts_the_first_restart_at_the_latent_mean():
+    p = linear_problem(dtype=torch.float64)
+    result = solve(p.op, p.prior, p.y, "csgm", start="mean", optimizer="gd", lr=1e-12, iterations=1, restarts=1, **QUIET)
+    torch.testing.assert_close(result.extras["latent"], torch.zeros_like(result.extras["latent"]))
+
+
+def test_csgm_lbfgs_on_an_exploding_prior_raises_solver_diverged():
+    from invprob.priors import TRUMPET
+
+    torch.manual_seed(0)
+    untrained = TRUMPET((1, 16, 16), 32, n_scales=2, hidden=4, unet_depth=1, n_latent_steps=2, latent_hidden=16).eval()
+    y = torch.randn(1, 1, 16, 16, generator=seeded())
+    with pytest.raises(SolverDiverged, match="optimizer='adam'"):
+        solve(Identity((1, 16, 16)), untrained, y, "csgm", optimizer="lbfgs", start="mean", restarts=1, iterations=5, **QUIET)
+
+
 def test_csgm_regularisation_shrinks_the_latent():
     p = linear_problem()
     common = dict(lr=0.05, iterations=300, restarts=2, generator=seeded(), **QUIET)

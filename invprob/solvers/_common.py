@@ -42,11 +42,20 @@ class IterativeOptions(LoopOptions):
     optimizer: OptimizerName = Field("adam", description="'adam' (torch.optim.Adam) or 'gd' (plain gradient steps)")
 
 
-def make_optimizer(name: OptimizerName, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    """Adam, or plain gradient descent ``x <- x - lr * grad`` (SGD without momentum)."""
+def make_optimizer(name: OptimizerName | Literal["lbfgs"], params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """Adam, plain gradient descent ``x <- x - lr * grad`` (SGD without momentum), or L-BFGS.
+
+    ``"lbfgs"`` is one L-BFGS iteration per ``step(closure)`` (history 20) with a strong-Wolfe line
+    search, which sets the step length itself (``lr`` is not used). Its line search and curvature
+    pairs are shared by all the optimised values, so unlike the elementwise optimizers it couples
+    the images of a batch: each image reaches a stationary point of its own objective, not the
+    iterates it would follow alone.
+    """
     params = list(params)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
+    if name == "lbfgs":
+        return torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=20, history_size=20, line_search_fn="strong_wolfe")
     return torch.optim.SGD(params, lr=lr)
 
 

@@ -9,7 +9,9 @@ distribution; for each measurement the restart with the smallest data fit ``||y 
 wins (Kothari et al. 2021 report the best of 10 restarts). ``w = lam sigma^2`` when the noise level
 is given (``lam = 1``: the negative log posterior of a standard normal latent times ``sigma^2``,
 the toolkit's MAP convention), ``w = lam`` otherwise; the default ``lam = 0`` is the original
-CSGM. The loop runs through :func:`iterate` with a per-image stopping rule on the winning
+CSGM. With ``lam = 1``, the noise level given, one restart from the latent mean (``start="mean"``)
+and ``optimizer="lbfgs"``, this is a fast estimate of the mode of the latent posterior
+``p(z | y)`` (the MAP of the CT uncertainty workflow). The loop runs through :func:`iterate` with a per-image stopping rule on the winning
 restart's objective. A winner whose image leaves the plausible range (``range_factor`` times the
 largest of 1 and the prior mean image's values) raises :class:`SolverDiverged` naming it.
 
@@ -30,6 +32,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 import torch
 from pydantic import Field
 
@@ -45,7 +50,13 @@ class CSGMOptions(IterativeOptions, StoppingOptions):
 
     iterations: int = Field(500, ge=1, le=1_000_000, description="iteration cap")
     lr: float = Field(0.05, gt=0, allow_inf_nan=False, description="step size of the optimizer on z")
+    optimizer: Literal["adam", "gd", "lbfgs"] = Field(
+        "adam", description="'adam', 'gd' (plain gradient steps) or 'lbfgs' (L-BFGS, strong-Wolfe line search; lr unused; couples a batch's images)"
+    )
     restarts: int = Field(10, ge=1, le=1000, description="random starts; the best data fit wins")
+    start: Literal["random", "mean"] = Field(
+        "random", description="'random': every restart from a prior draw; 'mean': the first restart from the latent mean, the others from draws"
+    )
     lam: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of ||z||^2/2: w = lam sigma^2 (lam without sigma); 0: original CSGM")
     sigma: NoiseLevel = Field(None, description="noise std (one, or one per image), scales the latent penalty")
     tol: float = Field(1e-3, ge=0, allow_inf_nan=False,
@@ -59,9 +70,10 @@ class CSGM(Solver):
     """Latent-space least squares from several random starts; keeps the best data fit per measurement.
 
     All restarts of all batch elements are optimised together as one ``(B * R, d)`` latent batch;
-    every batch element starts from the same ``R`` latents (drawn with ``generator``), so a batch
-    gives the same answer as its elements solved one by one with the same seed. With ``x_init``
-    the first restart starts at ``prior.encode(x_init)`` instead. ``extras``: ``latent`` (the
+    every batch element starts from the same ``R`` latents (drawn with ``generator``; the first at
+    the latent mean with ``start="mean"``), so with Adam or gradient steps a batch gives the same
+    answer as its elements solved one by one with the same seed. With ``x_init`` the first restart
+    starts at ``prior.encode(x_init)`` instead. ``extras``: ``latent`` (the
     winning ``z``, ``(B, d)``), ``restart_data_fit`` (``(B, R)``), ``best_restart`` (``(B,)``).
     """
 
@@ -91,13 +103,25 @@ class CSGM(Solver):
         current: dict[str, torch.Tensor] = {}
 
         def step(it: int, active: torch.Tensor) -> dict[str, torch.Tensor]:
-            x, fit, loss = _objective(op, prior, targets, z, weights)
-            (grad,) = torch.autograd.grad(loss.sum(), z)
-            z.grad = grad * active.repeat_interleave(restarts).to(grad).unsqueeze(1)
-            optimizer.step()
-            best = fit.view(batch, restarts).argmin(1)
-            current["x"] = _pick(x, best, restarts)
-            return {"loss": _pick(loss, best, restarts), "data_fit": _pick(fit, best, restarts)}
+            mask = active.repeat_interleave(restarts).to(z).unsqueeze(1)
+            at_start: dict[str, torch.Tensor] = {}
+
+            def closure() -> torch.Tensor:
+                x, fit, loss = _objective(op, prior, targets, z, weights)
+                (grad,) = torch.autograd.grad(loss.sum(), z)
+                z.grad = grad * mask
+                if not at_start:  # the values at the iterate the step starts from (a line search evaluates more)
+                    at_start.update(x=x.detach(), fit=fit.detach(), loss=loss.detach())
+                return loss.sum().detach()
+
+            if isinstance(optimizer, torch.optim.LBFGS):
+                _lbfgs_step(optimizer, z, closure)
+            else:
+                closure()
+                optimizer.step()
+            best = at_start["fit"].view(batch, restarts).argmin(1)
+            current["x"] = _pick(at_start["x"], best, restarts)
+            return {"loss": _pick(at_start["loss"], best, restarts), "data_fit": _pick(at_start["fit"], best, restarts)}
 
         trace = iterate(self.name, opts.iterations, step, batch=batch, estimate=lambda: current["x"], callback=callback,
                         progress=opts.progress, stopping=StoppingRule.from_options(opts))
@@ -117,6 +141,8 @@ class CSGM(Solver):
         """``(B * R, d)`` starting latents: the same ``R`` prior draws for every batch element."""
         restarts = self.options.restarts
         draws = prior.sample_latent(restarts, 1.0, generator)
+        if self.options.start == "mean":
+            draws[0] = prior.sample_latent(1, 0.0)[0]
         starts = draws.unsqueeze(0).repeat(batch, 1, 1)
         if x_init is not None:
             with torch.no_grad():
@@ -144,6 +170,22 @@ def _objective(
     x = prior.decode(z)
     fit = squared_residual(op, x, targets)
     return x, fit, 0.5 * fit + 0.5 * weights * z.pow(2).sum(1)
+
+
+_LBFGS_FAILED = ("csgm: the L-BFGS line search proposed a non-finite latent (the objective or its gradient overflows "
+                 "there, as for an untrained prior); use optimizer='adam'")
+
+
+def _lbfgs_step(optimizer: torch.optim.LBFGS, z: torch.Tensor, closure: Callable[[], torch.Tensor]) -> None:
+    """One L-BFGS iteration; :class:`SolverDiverged` if its line search made a latent non-finite."""
+    try:
+        optimizer.step(closure)
+    except ValueError as error:  # the prior refused a non-finite latent proposed by the line search
+        if bool(torch.isfinite(z).all()):
+            raise
+        raise SolverDiverged(_LBFGS_FAILED) from error
+    if not bool(torch.isfinite(z).all()):
+        raise SolverDiverged(_LBFGS_FAILED)
 
 
 def _pick(values: torch.Tensor, best: torch.Tensor, restarts: int) -> torch.Tensor:

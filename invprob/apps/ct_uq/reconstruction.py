@@ -1,4 +1,4 @@
-"""Measuring a phantom and reconstructing it: FBP, the iFlow-L MAP estimate and posterior samples."""
+"""Measuring a phantom and reconstructing it: FBP, the latent MAP estimate and posterior samples."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ...operators.ct import LimitedAngleCT
 from ...operators.noise import add_noise
 from ...priors.base import Prior
 from ...solvers import solve
-from .settings import MAP_METHOD, default_sampler_options
+from .settings import MAP_METHOD, MAP_OPTIONS, default_sampler_options
 
 
 @dataclass
@@ -86,16 +86,15 @@ def reconstruct(
     model_error: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Reconstruction:
-    """FBP, the iFlow-L MAP estimate (unless ``with_map`` is False) and posterior samples of one sinogram ``y``.
+    """FBP, the MAP estimate (unless ``with_map`` is False) and posterior samples of one sinogram ``y``.
 
-    iFlow-L gets the known ``sigma`` and ``lam = 1``: its objective ``1/2 ||y - A v||^2 - sigma^2 log p(v)``
-    is then ``sigma^2`` times the negative log-posterior; ``map_options`` override these and the
-    solver's defaults. With ``model_error`` ``tau`` (:func:`model_error_sigma`), MAP and sampler
+    The MAP is the mode of the latent posterior (:data:`~invprob.apps.ct_uq.settings.MAP_OPTIONS`,
+    with the known ``sigma``); ``map_options`` override those options. With ``model_error`` ``tau`` (:func:`model_error_sigma`), MAP and sampler
     use the noise std ``sqrt(sigma^2 + tau^2)``; the returned ``sigma`` stays the measurement's.
 
     References:
         Kothari, Khorashadizadeh, de Hoop, Dokmanić 2021, "Trumpets: Injective Flows for Inference and
-        Inverse Problems" (UAI), Algorithm 1 and eq. 7 (iFlow-L), sec. 3.2 (latent posterior flow).
+        Inverse Problems" (UAI), sec. 3.2 (the latent posterior and its flow).
     """
     batch = y.unsqueeze(0)
     with torch.no_grad():
@@ -103,7 +102,7 @@ def reconstruct(
     x_map, seconds_map = None, 0.0
     noise = effective_sigma(sigma, model_error)
     if with_map:
-        options = {"sigma": noise, "lam": 1.0, **(map_options or {})}
+        options = {"sigma": noise, **MAP_OPTIONS, **(map_options or {})}
         result = solve(op, prior, batch, MAP_METHOD, generator=generator, **options)
         x_map, seconds_map = result.x_hat[0].detach(), result.seconds
     options = default_sampler_options(sampler, noise, n_samples, sampler_options)
