@@ -55,6 +55,16 @@ def test_iflow_l_reaches_the_exact_posterior_mode():
     assert rel_error(plain.x_hat, exact) > 1e-3, "the prior term must change the answer"
 
 
+def test_iflow_latent_start_is_the_latent_posterior_mode():
+    """start='latent' begins at the L-BFGS latent MAP: for a linear-Gaussian prior, the exact posterior mean."""
+    sigma = 0.1
+    p = linear_problem(dtype=torch.float64, sigma=sigma)
+    exact = p.prior.exact_posterior(p.op, p.y, sigma).mean
+    result = solve(p.op, p.prior, p.y, "iflow-l", start="latent", sigma=sigma, optimizer="gd", lr=1e-12, iterations=1,
+                   start_range=None, **QUIET)
+    assert rel_error(result.x_hat, exact) < 1e-5
+
+
 def test_iflow_l_weight_is_lam_times_sigma_squared():
     sigma = 0.1
     p = linear_problem(dtype=torch.float64, sigma=sigma)

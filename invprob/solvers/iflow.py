@@ -70,9 +70,10 @@ class IFlowOptions(IterativeOptions, StoppingOptions):
     start: Literal["prior-mean", "pinv", "latent"] = Field(
         "prior-mean",
         description="'prior-mean': m + A^+(y - A m), m the prior's mean image; 'pinv': A^+ y; "
-        "'latent': f(z) after `warm_steps` Adam steps on 1/2 ||y - A f(z)||^2 + 1/2 ||z||^2 from the latent mean",
+        "'latent': f(z), z after `warm_steps` L-BFGS iterations on 1/2 ||y - A f(z)||^2 + w/2 ||z||^2 from the latent mean "
+        "(w = sigma^2 when sigma is given, else 1): the latent posterior's mode",
     )
-    warm_steps: int = Field(100, ge=1, le=100_000, description="latent least-squares steps of start='latent'")
+    warm_steps: int = Field(30, ge=1, le=100_000, description="L-BFGS iterations of start='latent'")
     final_projection: bool = Field(True, description="project the last iterate onto the range (Algorithm 1, last line)")
     start_range: tuple[float, float] | None = Field(
         (-1.0, 1.0), description="clip the start to this range (the data range of invprob's datasets); None: no clipping"
@@ -279,25 +280,23 @@ class _State:
 
 
 def _start(op: Operator, prior: Prior, y: torch.Tensor, opts: IFlowOptions) -> torch.Tensor:
-    """``A^+ y``, ``m + A^+(y - A m)`` with ``m`` the prior's mean image, or a short latent fit."""
+    """``A^+ y``, ``m + A^+(y - A m)`` with ``m`` the prior's mean image, or the latent posterior's mode."""
     if opts.start == "latent":
-        return _latent_start(op, prior, y, opts.warm_steps, opts.lr)
+        return _latent_start(op, prior, y, opts.warm_steps, getattr(opts, "sigma", None))
     if opts.start == "pinv" or not isinstance(op, LinearOperator) or not prior.is_initialized:
         return op.pinv(y)
     mean = prior.mean_image().to(y.dtype).expand(y.shape[0], *prior.data_shape)
     return mean + op.pinv(y - op(mean))
 
 
-def _latent_start(op: Operator, prior: Prior, y: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
-    """``f(z)`` after ``steps`` Adam steps on ``1/2 ||y - A f(z)||^2 + 1/2 ||z||^2`` from the latent mean."""
+def _latent_start(op: Operator, prior: Prior, y: torch.Tensor, steps: int, sigma: object) -> torch.Tensor:
+    """``f(z)``, ``z`` after ``steps`` L-BFGS iterations of :mod:`csgm` with ``lam = 1`` from the latent mean."""
+    from .base import solve
+
     with torch.enable_grad():
-        z = prior.sample_latent(1, 0.0).detach().expand(y.shape[0], -1).clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([z], lr=max(lr, 1e-2))
-        for _ in range(steps):
-            loss = 0.5 * squared_residual(op, prior.decode(z), y) + 0.5 * z.pow(2).sum(1)
-            (z.grad,) = torch.autograd.grad(loss.sum(), z)
-            optimizer.step()
-    return prior.decode(z.detach())
+        result = solve(op, prior, y, "csgm", lam=1.0, sigma=sigma, restarts=1, start="mean", optimizer="lbfgs",
+                       iterations=steps, tol=0.0, progress=False)
+    return result.x_hat.detach()
 
 
 def _reset_rows(optimizer: torch.optim.Optimizer, x: torch.Tensor, rows: torch.Tensor) -> None:
