@@ -49,6 +49,24 @@ def test_priors_name_prints_the_model_card_and_unknown_names_are_one_line(capsys
     assert err.count("\n") == 1 and "'nope'" in err and "trumpet-digits" in err
 
 
+@pytest.mark.parametrize("argv", [["--threads", "1", "methods"], ["methods", "--threads", "1"]])
+def test_threads_sets_torchs_thread_count_before_or_after_the_subcommand(argv, capsys):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(argv) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_threads_refuses_a_count_below_one_or_not_an_integer(value, capsys):
+    with pytest.raises(SystemExit):
+        main(["--threads", value, "methods"])
+    assert "--threads: expected an integer >= 1" in capsys.readouterr().err
+
+
 def test_methods_lists_every_method_with_its_kind(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
