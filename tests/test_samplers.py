@@ -395,9 +395,17 @@ def test_non_finite_posterior_stops_with_a_clear_error(method):
 
 def test_ula_with_a_too_large_step_diverges_with_a_clear_error():
     prior, op = make_prior(), OPERATORS["identity"]()
-    opts = dict(sigma=0.01, step_size=10.0, n_chains=2, n_samples=5, burn_in=200)
+    opts = dict(sigma=0.01, step_size=10.0, n_chains=2, n_samples=5, burn_in=200, adjusted=False)
     with pytest.raises(SolverDiverged, match="step_size"):
         solve(op, prior, measure(prior, op), "langevin", **opts)
+
+
+def test_langevin_defaults_are_mala_adapting_its_step_so_a_too_large_step_does_not_diverge():
+    prior, op = make_prior(), OPERATORS["identity"]()
+    result = solve(op, prior, measure(prior, op), "langevin", sigma=0.01, step_size=10.0, n_chains=2, n_samples=5,
+                   burn_in=200, generator=seeded())
+    assert bool(torch.isfinite(result.samples).all())
+    assert float(result.extras["step_size"].max()) < 1.0, "the adaptation shrank the step"
 
 
 # ---------------------------------------------------------------- every prior family

@@ -1,4 +1,4 @@
-"""Langevin Monte Carlo in the prior's latent space: ULA, or MALA with ``adjusted=True``.
+"""Langevin Monte Carlo in the prior's latent space: MALA with its step adapted during burn-in (the default), or ULA with ``adjusted=False``.
 
 References: Roberts, Tweedie 1996, "Exponential convergence of Langevin distributions and their
 discrete approximations".
@@ -21,15 +21,16 @@ from .chains import ChainOptions, ChainState, LatentMCMC, evaluate, finite_or_re
 class LangevinOptions(ChainOptions):
     """Options of ``"langevin"``."""
 
-    step_size: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Langevin step eta")
-    adjusted: bool = Field(False, description="Metropolis-adjusted (MALA); False: unadjusted (ULA)")
+    step_size: float = Field(1e-4, gt=0, allow_inf_nan=False, description="Langevin step eta (MALA: the start of its adaptation)")
+    adjusted: bool = Field(True, description="Metropolis-adjusted (MALA); False: unadjusted (ULA)")
     target_acceptance: float | None = Field(
-        None, gt=0, lt=1, description="MALA only: adapt each chain's step during burn-in towards this rate (e.g. 0.57)"
+        0.57, gt=0, lt=1,
+        description="MALA only: adapt each chain's step during burn-in towards this rate; None: keep step_size (ignored by ULA unless set)",
     )
 
     @model_validator(mode="after")
     def _adaptation_needs_mala(self) -> LangevinOptions:
-        if self.target_acceptance is not None and not self.adjusted:
+        if not self.adjusted and self.target_acceptance is not None and "target_acceptance" in self.model_fields_set:
             raise ValueError("target_acceptance needs adjusted=True (ULA has no acceptance step)")
         return self
 
