@@ -63,13 +63,16 @@ def check_split(split: object, allowed: Sequence[str] = SPLITS) -> str:
     return str(split)
 
 
-def seeded_split(n: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``range(n)`` into sorted train and test indices by a permutation seeded with ``seed``.
+def seeded_split(n: int, n_test: int, seed: int, *, sort_test: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` into train and test indices by a permutation seeded with ``seed``.
 
-    The test part is the first ``n_test`` entries of ``numpy.random.default_rng(seed).permutation(n)``.
+    The test part is the first ``n_test`` entries of ``numpy.random.default_rng(seed).permutation(n)``,
+    sorted, or in the permutation's order with ``sort_test=False`` (for files sorted by class, so
+    that the first test items mix the classes); the train part is sorted.
     """
     perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+    test = perm[:n_test]
+    return np.sort(perm[n_test:]), np.sort(test) if sort_test else test
 
 
 def select_split(n: int, split: str, test_fraction: float, seed: int) -> np.ndarray:

