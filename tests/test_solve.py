@@ -141,3 +141,24 @@ def test_divergence_at_the_first_step_suggests_a_start_inside_the_data_range():
     p = linear_problem()
     with pytest.raises(SolverDiverged, match=r"iteration 0; the first step .* x_init=op.pinv\(y\).clamp"):
         solve(p.op, p.prior, p.y, "iflow", x_init=torch.full_like(p.x, 1e30), start_range=None, iterations=3, **QUIET)
+
+
+def test_solve_freezes_the_prior_weights_during_the_run_and_restores_them(monkeypatch):
+    from invprob.solvers.base import frozen
+    from invprob.priors import TRUMPET
+
+    prior = TRUMPET((1, 4, 4), 4, hidden=4, n_scales=1)
+    seen = []
+    op = Identity((1, 4, 4))
+    solve(op, prior, torch.zeros(1, 1, 4, 4), "iflow", iterations=2,
+          callback=lambda it, x, info: seen.append(any(p.requires_grad for p in prior.parameters())), **QUIET)
+    assert seen and not any(seen)
+    assert all(p.requires_grad for p in prior.parameters())
+    with pytest.raises(RuntimeError, match="boom"):
+        with frozen(prior):
+            raise RuntimeError("boom")
+    assert all(p.requires_grad for p in prior.parameters())
+    prior.base_mean.requires_grad_(False)  # a weight frozen by the user stays frozen
+    with frozen(prior):
+        pass
+    assert not prior.base_mean.requires_grad

@@ -13,7 +13,8 @@ import time
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -302,11 +303,40 @@ def solve(
     if init is not None and init.shape[0] != y_batch.shape[0]:
         raise ValueError(f"x_init: expected {y_batch.shape[0]} start(s), one per measurement in y, got {init.shape[0]}")
     start = time.perf_counter()
-    result = cls(options_model).run(op, prior, y_batch, x_init=init, callback=callback, generator=generator)
+    with frozen(prior):
+        result = cls(options_model).run(op, prior, y_batch, x_init=init, callback=callback, generator=generator)
     result.seconds = time.perf_counter() - start
     if single:
         _unbatch(result)
     return result
+
+
+@contextmanager
+def frozen(module: object) -> Iterator[None]:
+    """Within the block, the weights of ``module`` (if it is a ``torch.nn.Module``) do not require gradients.
+
+    No solver changes the prior's weights (Deep Image Prior with ``network="prior"`` fits a copy),
+    so :func:`solve` runs every method inside this block: autograd then records no operation on
+    the weights alone (the Gram matrices, log-determinants and pseudo-inverses of the injective
+    layers), which a gradient with respect to the image or latent never needs. The flags are
+    restored on exit, also after an exception.
+
+    Example:
+        >>> import torch
+        >>> layer = torch.nn.Linear(2, 2)
+        >>> with frozen(layer):
+        ...     inside = layer.weight.requires_grad
+        >>> inside, layer.weight.requires_grad
+        (False, True)
+    """
+    parameters = [p for p in module.parameters() if p.requires_grad] if isinstance(module, torch.nn.Module) else []
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in parameters:
+            parameter.requires_grad_(True)
 
 
 def divergence_hint(iteration: int) -> str:

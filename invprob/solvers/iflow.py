@@ -16,11 +16,16 @@ uses the noise level: ``w = lam * sigma^2`` makes ``L`` the negative log posteri
 ``E ||y - A v*||^2 ~ sigma^2 (m - d)``, so ``sigma_hat^2 = ||y - A v*||^2 / (m - d)``; the value
 used is returned in ``Result.extras["sigma"]`` with ``extras["sigma_source"]``.
 
-The start (``start="prior-mean"``) is the point of the measurement-consistent set closest to the
+iFlow starts (``start="prior-mean"``) at the point of the measurement-consistent set closest to the
 prior's mean image ``m = f(E z)``: ``x[0] = m + A^+(y - A m)``. Where ``A`` observes everything this
 is ``A^+ y``; where pixels are unobserved (a mask, a missing wedge) they start at the prior's mean
-instead of mid-grey, which is what makes large holes solvable. ``start="pinv"`` is ``A^+ y`` (also
-used for a nonlinear operator and for an untrained prior, whose mean image means nothing).
+instead of mid-grey, which is what makes large holes solvable. iFlow-L starts (``start="latent"``)
+at ``f(z)`` after ``warm_steps`` L-BFGS iterations on the latent posterior from the latent mean
+(:mod:`~invprob.solvers.csgm`), which puts the start near the mode on the range and roughly halves
+the iterations to convergence (benchmarks/BENCHMARKS.md, latency); the projected-gradient
+iterations then refine it off the latent parametrisation. ``start="pinv"`` is ``A^+ y`` (also used
+for a nonlinear operator with ``"prior-mean"`` and for an untrained prior, whose mean image and
+latent mean mean nothing).
 
 Each iteration evaluates ``v`` and ``log p(v)`` by :meth:`~invprob.priors.Prior.project_with_log_prob`
 (one inverse and one forward pass of the prior). The loop runs through :func:`iterate` with a
@@ -97,6 +102,12 @@ class IFlowOptions(IterativeOptions, StoppingOptions):
 class IFlowLOptions(IFlowOptions):
     """Options of ``"iflow-l"``: iFlow's plus the weight of the prior term."""
 
+    start: Literal["prior-mean", "pinv", "latent"] = Field(
+        "latent",
+        description="'latent' (default): f(z), z after `warm_steps` L-BFGS iterations on 1/2 ||y - A f(z)||^2 + w/2 ||z||^2 "
+        "from the latent mean (w = sigma^2 when sigma is given, else 1), the latent posterior's mode; "
+        "'prior-mean': m + A^+(y - A m), m the prior's mean image; 'pinv': A^+ y",
+    )
     lam: float = Field(1.0, ge=0, allow_inf_nan=False,
                        description="weight of -log p(v) relative to the posterior: w = lam * sigma^2 (1: the exact negative log posterior)")
     sigma: NoiseLevel = Field(
@@ -281,7 +292,7 @@ class _State:
 
 def _start(op: Operator, prior: Prior, y: torch.Tensor, opts: IFlowOptions) -> torch.Tensor:
     """``A^+ y``, ``m + A^+(y - A m)`` with ``m`` the prior's mean image, or the latent posterior's mode."""
-    if opts.start == "latent":
+    if opts.start == "latent" and prior.is_initialized:
         return _latent_start(op, prior, y, opts.warm_steps, getattr(opts, "sigma", None))
     if opts.start == "pinv" or not isinstance(op, LinearOperator) or not prior.is_initialized:
         return op.pinv(y)

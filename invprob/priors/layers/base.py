@@ -26,7 +26,7 @@ embedded measurement of amortised inference).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -36,6 +36,27 @@ class FlowLayer(nn.Module):
     """Base class of the flow layers; see the module docstring for the convention."""
 
     conditional: bool = False
+
+    def from_weight(self, key: str, weight: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()``, a function of ``weight`` alone, remembered while ``weight`` is frozen and unchanged.
+
+        A solver holds the prior's weights fixed (see :func:`invprob.solvers.base.frozen`), so a
+        layer's log-determinant, inverse or pseudo-inverse of its weight matrix is the same at
+        every iteration. While ``weight`` does not require gradients the value is cached (one entry
+        inside and one outside inference mode), stamped with the tensor's storage, dtype, device and
+        in-place version counter: an optimizer step, ``load_state_dict`` or ``.to()`` misses the
+        stamp and recomputes (writes through ``weight.data``, which bypass the version counter, do
+        not). A weight that requires gradients is never cached, so training differentiates through it.
+        """
+        if weight.requires_grad:
+            return compute()
+        stamp = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        cache = self.__dict__.setdefault("_weight_cache", {})
+        slot = (key, torch.is_inference_mode_enabled())  # an inference tensor cannot enter a graph later
+        hit = cache.get(slot)
+        if hit is None or hit[0] != stamp:
+            hit = cache[slot] = (stamp, compute())
+        return hit[1]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

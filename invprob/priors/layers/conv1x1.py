@@ -33,11 +33,12 @@ class InvertibleConv1x1(FlowLayer):
         self.weight = nn.Parameter(random_orthogonal(channels, channels))
 
     def _logdet(self, x: torch.Tensor) -> torch.Tensor:
-        return (spatial_size(x) * torch.linalg.slogdet(self.weight)[1]).expand(x.shape[0])
+        log_det = self.from_weight("logdet", self.weight, lambda: torch.linalg.slogdet(self.weight)[1])
+        return (spatial_size(x) * log_det).expand(x.shape[0])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.einsum("oc,bchw->bohw", self.weight, x), self._logdet(x)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.einsum("oc,bchw->bohw", torch.linalg.inv(self.weight), y)
+        x = torch.einsum("oc,bchw->bohw", self.from_weight("inv", self.weight, lambda: torch.linalg.inv(self.weight)), y)
         return x, self._logdet(y)

@@ -62,8 +62,8 @@ class InjectiveConv1x1(FlowLayer):
         return (self.expansion * c, h, w)
 
     def _logdet(self, x: torch.Tensor) -> torch.Tensor:
-        gram = self.weight.T @ self.weight
-        return (0.5 * spatial_size(x) * torch.linalg.slogdet(gram)[1]).expand(x.shape[0])
+        log_det_gram = self.from_weight("logdet", self.weight, lambda: torch.linalg.slogdet(self.weight.T @ self.weight)[1])
+        return (0.5 * spatial_size(x) * log_det_gram).expand(x.shape[0])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[1] != self.channels:
@@ -75,6 +75,9 @@ class InjectiveConv1x1(FlowLayer):
 
     def pinv_matrix(self) -> torch.Tensor:
         """``(W^T W + gamma^2 I)^{-1} W^T``, shape ``(c, rows of W)``."""
+        return self.from_weight("pinv", self.weight, self._pinv_matrix)
+
+    def _pinv_matrix(self) -> torch.Tensor:
         gram = self.weight.T @ self.weight
         eye = torch.eye(self.channels, dtype=gram.dtype, device=gram.device)
         return torch.linalg.solve(gram + self.gamma**2 * eye, self.weight.T)
