@@ -13,8 +13,9 @@ dataset, 30 dB noise exactly as ``invprob bench`` draws it. Each method runs wit
 - *batch*: all images as one batch, seconds per image = wall / images.
 
 Profile: seconds of one iFlow-L iteration (the difference of two runs with the stopping rule off,
-40 and 10 iterations, over 30) against one ``g†`` + ``g`` pass with its backward and against the fused
-``project_with_log_prob`` with its backward (median of repeats, batch 1).
+60 and 10 iterations, over 50) against one ``g†`` + ``g`` pass with the backward to the image and
+against the fused ``project_with_log_prob`` with its backward (median of repeats, batch 1; the
+weights frozen as inside ``solve``).
 
 With ``--peer-python`` the inputs (images, noisy measurements, each operator as its dense matrix)
 are written to an ``.npz`` and ``benchmarks/peer_deepinv_dip.py`` runs deepinv's DIP on them in the
@@ -45,6 +46,7 @@ from invprob.apps.bench import DEFAULTS, measure, solve_known_noise  # noqa: E40
 from invprob.metrics import snr  # noqa: E402
 from invprob.operators import parse_operator  # noqa: E402
 from invprob.solvers import list_methods  # noqa: E402
+from invprob.solvers.base import frozen  # noqa: E402
 
 PROBLEMS = ["gauss:250", "keep:0.85", "sr:4", "block:12"]
 SEED = 0
@@ -98,7 +100,7 @@ def profile_iteration(prior, problem: tuple, repeats: int = 15) -> dict[str, flo
         return time.perf_counter() - start
 
     run(2)
-    per_iteration = statistics.median((run(40) - run(10)) / 30 for _ in range(3))
+    per_iteration = statistics.median((run(60) - run(10)) / 50 for _ in range(3))
     x = op.pinv(y1).detach()
 
     def pass_seconds(fused: bool) -> float:
@@ -106,15 +108,16 @@ def profile_iteration(prior, problem: tuple, repeats: int = 15) -> dict[str, flo
         start = time.perf_counter()
         if fused:
             v, log_p = prior.project_with_log_prob(xr)
-            (v.sum() + log_p.sum()).backward()
+            torch.autograd.grad(v.sum() + log_p.sum(), xr)
         else:
             z, _ = prior.g_pinv(xr)
             v, _ = prior.g(z)
-            v.sum().backward()
+            torch.autograd.grad(v.sum(), xr)
         return time.perf_counter() - start
 
-    plain = statistics.median(pass_seconds(False) for _ in range(repeats))
-    fused = statistics.median(pass_seconds(True) for _ in range(repeats))
+    with frozen(prior):  # as inside solve(): the weights are constants, the gradient is the image's
+        plain = statistics.median(pass_seconds(False) for _ in range(repeats))
+        fused = statistics.median(pass_seconds(True) for _ in range(repeats))
     return {"iteration": per_iteration, "g_pinv_g_backward": plain, "fused_backward": fused}
 
 

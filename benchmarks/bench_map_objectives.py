@@ -5,8 +5,8 @@
 
 For each problem, the first ``--n-images`` test images at 30 dB (noise seeded by image), σ given:
 
-- ``iflow-l``: the defaults (prior-mean start, Adam in image space, stopping rule);
-- ``iflow-l latent``: started at the latent MAP (``start="latent"``);
+- ``iflow-l``: the defaults (started at the latent MAP, Adam in image space, stopping rule);
+- ``iflow-l prior-mean``: started at ``m + A^+(y - A m)``, ``m`` the prior's mean image;
 - ``latent MAP``: ``csgm`` with ``lam=1``, one restart from the latent mean, L-BFGS, 50 iterations;
 
 with SNR, seconds, and the value of iFlow-L's objective ``1/2 ||y - A P(x)||^2 - σ² log p(P(x))`` at
@@ -37,7 +37,7 @@ from invprob.solvers._common import squared_residual  # noqa: E402
 
 VARIANTS = {
     "iflow-l": ("iflow-l", {}),
-    "iflow-l latent": ("iflow-l", {"start": "latent"}),
+    "iflow-l prior-mean": ("iflow-l", {"start": "prior-mean"}),
     "latent MAP": ("csgm", {"lam": 1.0, "restarts": 1, "start": "mean", "optimizer": "lbfgs", "iterations": 50}),
 }
 
