@@ -9,6 +9,7 @@ Every dataset yields ``torch.float32`` images of shape ``(C, H, W)`` with values
 - :func:`torchvision_dataset` — MNIST, CIFAR-10, CelebA, ... when torchvision is installed.
 """
 
+from .augment import AffineAugmented
 from .base import ImageTensorDataset, from_unit_range, to_unit_range
 from .digits import DIGITS_SPLIT_SEED, digits_dataset
 from .ellipses import EllipseDataset, ellipses_dataset
@@ -19,6 +20,7 @@ from .registry import list_datasets, load_dataset
 from .wrap import WrappedImageDataset, from_torch_dataset, torchvision_dataset
 
 __all__ = [
+    "AffineAugmented",
     "DIGITS_SPLIT_SEED",
     "EllipseDataset",
     "ImageTensorDataset",

@@ -74,8 +74,8 @@ class IFlowOptions(IterativeOptions, StoppingOptions):
     lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="step size of the optimizer")
     window: int = Field(
         25, ge=1, le=1_000_000,
-        description="iterations over which the relative improvement `tol` is measured (the stopping rule); "
-        "25 halves the iterations of 50 at the same SNR on the latency benchmark's problems",
+        description="iterations over which the relative improvement `tol` is measured (the stopping rule; "
+        "iFlow's default is shorter than the shared 50)",
     )
     start: Literal["prior-mean", "pinv", "latent"] = Field(
         "prior-mean",
