@@ -85,6 +85,23 @@ def test_interrupted_benchmark_resumes_without_recomputing(tmp_path, pca_prior_d
             assert resumed["snr"][op_text][method][0] == pytest.approx(full["snr"][op_text][method][0], rel=1e-5)
 
 
+def test_worker_processes_give_the_same_results_as_one_process(tmp_path, pca_prior_dir):
+    serial = _run(tmp_path / "serial", pca_prior_dir, jobs=1)
+    parallel = _run(tmp_path / "parallel", pca_prior_dir, jobs=2)
+    assert parallel.complete and parallel.cells_done == serial.cells_done == 8
+    for op_text in ("gauss:100", "sr:4"):
+        for method in ("pinv", "tv"):
+            assert parallel.summary["snr"][op_text][method] == pytest.approx(serial.summary["snr"][op_text][method], rel=1e-5)
+    assert "in each of 2 worker processes" in (tmp_path / "parallel" / "tables.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "parallel" / "examples").iterdir()) == sorted(
+        p.name for p in (tmp_path / "serial" / "examples").iterdir())
+
+
+def test_jobs_must_be_a_positive_count(tmp_path, pca_prior_dir):
+    with pytest.raises(ValueError, match="jobs"):
+        _run(tmp_path, pca_prior_dir, jobs=0)
+
+
 def test_other_configuration_in_out_dir_is_refused(tmp_path, pca_prior_dir):
     _run(tmp_path, pca_prior_dir, stop_after=1)
     with pytest.raises(ValueError, match="another configuration.*snr_db"):

@@ -248,6 +248,18 @@ def test_dip_stops_at_the_noise_level():
     assert (fit <= 64 * sigma**2).all()
 
 
+def test_dip_stops_at_the_noise_level_by_default_when_sigma_is_given():
+    x = _piecewise_image()
+    sigma = 0.1
+    y = x + sigma * torch.randn(x.shape, generator=seeded(1))
+    op = Identity(SHAPE)
+    common = dict(iterations=400, channels=8, sigma=sigma, **QUIET)
+    early = solve(op, None, y, "dip", generator=seeded(), **common)
+    full = solve(op, None, y, "dip", stop_at_noise=False, generator=seeded(), **common)
+    assert (early.extras["iterations"] < 400).all()
+    assert (full.extras["iterations"] == 400).all()
+
+
 def test_dip_on_the_priors_decoder_leaves_the_prior_untouched():
     p = linear_problem()
     before = copy.deepcopy(p.prior.state_dict())

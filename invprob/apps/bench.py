@@ -47,6 +47,7 @@ import torch
 
 from ..operators import LinearOperator, add_noise
 from ..operators.spec import OperatorSpec, parse_operators
+from .._checks import check_int
 from ..checkpoint import atomic_write
 from .presets import DEFAULTS, MAP_METHODS, PRESETS, TABLE3_PAPER, Preset  # noqa: F401  (re-exported)
 
@@ -157,8 +158,6 @@ def resolve_config(
         >>> config["operators"], config["n_images"], config["method_options"]["dip-prior"]["network"]
         (['gauss:250', 'drop:0.15', 'keep:0.15', 'sr:4', 'block:12', 'block:16'], 2, 'prior')
     """
-    from .._checks import check_int
-
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise TypeError(f"resolve_config: unknown setting(s) {unknown}; valid: {', '.join(DEFAULTS)}")
@@ -243,6 +242,7 @@ def run(
     progress: bool = True,
     command: str = "invprob.apps.bench.run",
     stop_after: int | None = None,
+    jobs: int = 1,
 ) -> BenchRun:
     """Run the benchmark grid and write its outputs into ``out_dir``.
 
@@ -250,7 +250,9 @@ def run(
     ``method_options`` maps a method label to its options, on top of the method's own defaults
     (those of :func:`invprob.solve`) and the preset's options, key by key. Methods that take a
     noise level ``sigma`` get the known one unless it is set. ``stop_after`` ends the run after that
-    many newly computed cells (to simulate an interruption).
+    many newly computed cells (to simulate an interruption). ``jobs`` > 1 solves cells in that many
+worker processes (each with ``torch.get_num_threads() // jobs`` threads, at least one); every
+cell's seconds are still its own wall time, measured while the other workers run beside it.
 
     Raises:
         ValueError: a bad setting (checked before any work), ``out_dir`` holding another
@@ -261,11 +263,13 @@ def run(
                             methods=methods, method_options=method_options, snr_db=snr_db, seed=seed)
     out = check_out_dir(out_dir)
     check_device(device)
+    jobs = check_int(jobs, "jobs", minimum=1)
     op_specs = parse_operators(",".join(config["operators"]))
     specs = parse_methods(config["methods"])
     model = _load_prior(config["prior"], preset, device)
     images = _images(config["dataset"], config["split"], config["n_images"], model.data_shape)
-    info = {"machine": _machine(), "torch": torch.__version__, "threads": torch.get_num_threads(), "date": _now(),
+    threads = torch.get_num_threads() if jobs == 1 else max(1, torch.get_num_threads() // jobs)
+    info = {"machine": _machine(), "torch": torch.__version__, "threads": threads, "jobs": jobs, "date": _now(),
             "command": command, "preset": preset or "none", "seed": config["seed"]}
     total = len(op_specs) * len(specs) * config["n_images"]
     with lock_directory(out):
@@ -273,7 +277,7 @@ def run(
         todo = [(o, s, i) for o in op_specs for s in specs for i in range(config["n_images"]) if (o.text, s.label, i) not in done]
         if stop_after is not None:
             todo = todo[: max(stop_after, 0)]
-        _compute(out, model, images, config, todo, device, progress)
+        _compute(out, _Cells(model, images, config, device), todo, progress, jobs, preset)
         records = _read_results(out, _cells_of(config))
         summary = summarise(records, config["operators"], [s.label for s in specs])
         written: list[Path] = []
@@ -422,31 +426,85 @@ def measure(op: LinearOperator, x: torch.Tensor, op_text: str, index: int, snr_d
         return add_noise(op(x[None]), snr_db=snr_db, generator=_noise_generator(seed, op_text, index))
 
 
-def _compute(out: Path, model: Any, images: torch.Tensor, config: dict[str, Any],
-             todo: list[tuple[OperatorSpec, MethodSpec, int]], device: str, show: bool) -> None:
+class _Cells:
+    """Solves single cells: the prior, the images and the operators built so far."""
+
+    def __init__(self, model: Any, images: torch.Tensor, config: dict[str, Any], device: str) -> None:
+        self.model, self.images, self.config, self.device = model, images, config, device
+        self.operators: dict[str, LinearOperator] = {}
+
+    def solve(self, op_spec: OperatorSpec, spec: MethodSpec, index: int) -> tuple[dict[str, Any], torch.Tensor]:
+        """The record of one (operator, method, image) cell and its estimate."""
+        from ..metrics import psnr, snr, ssim
+
+        model, config = self.model, self.config
+        if op_spec.text not in self.operators:
+            self.operators[op_spec.text] = op_spec.build(model.data_shape, config["seed"]).to(self.device)
+        op = self.operators[op_spec.text]
+        x = self.images[index : index + 1].to(device=self.device, dtype=model.dtype)
+        y, sigma = measure(op, x[0], op_spec.text, index, config["snr_db"], config["seed"])
+        generator = torch.Generator().manual_seed(config["seed"] * 7919 + index)
+        x_hat, seconds = solve_known_noise(op, model, y, spec.method, generator, config["method_options"][spec.label], sigma)
+        unit = (x + 1) / 2, ((x_hat + 1) / 2).clamp(0, 1)
+        record = {"operator": op_spec.text, "method": spec.label, "image": index, "snr": float(snr(x, x_hat)[0]),
+                  "psnr": float(psnr(*unit, data_range=1.0)[0]), "ssim": float(ssim(x, x_hat)[0]), "seconds": seconds}
+        return record, x_hat[0].detach().cpu()
+
+
+_WORKER: _Cells | None = None
+
+
+def _start_worker(prior: str, preset: str | None, config: dict[str, Any], device: str, threads: int) -> None:
+    """Initialise a worker process: its thread count, the prior, the images."""
+    global _WORKER
+    torch.set_num_threads(threads)
+    model = _load_prior(prior, preset, device)
+    _WORKER = _Cells(model, _images(config["dataset"], config["split"], config["n_images"], model.data_shape), config, device)
+
+
+def _solve_in_worker(op_text: str, spec: MethodSpec, index: int) -> tuple[dict[str, Any], torch.Tensor]:
+    assert _WORKER is not None, "bench worker used before _start_worker"
+    return _WORKER.solve(parse_operators(op_text)[0], spec, index)
+
+
+def _solved(cells: _Cells, todo: list[tuple[OperatorSpec, MethodSpec, int]], jobs: int,
+            preset: str | None) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
+    """Each cell's record and estimate as it ends: in this process, or in ``jobs`` worker processes."""
+    if jobs == 1 or len(todo) < 2:
+        for cell in todo:
+            yield cells.solve(*cell)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    init = (cells.config["prior"], preset, cells.config, cells.device, threads)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=init) as pool:
+        pending = {pool.submit(_solve_in_worker, op.text, spec, index) for op, spec, index in todo}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _compute(out: Path, cells: _Cells, todo: list[tuple[OperatorSpec, MethodSpec, int]], show: bool,
+             jobs: int = 1, preset: str | None = None) -> None:
     """Solve each (operator, method, image) of ``todo`` on its own; append one row per cell as it ends."""
-    from ..metrics import psnr, snr, ssim
     from ..progress import progress
 
-    operators: dict[str, LinearOperator] = {}
     with progress(len(todo), "bench", enabled=show) as bar, open(out / RESULTS, "a") as handle:
-        for op_spec, spec, index in todo:
-            if op_spec.text not in operators:
-                operators[op_spec.text] = op_spec.build(model.data_shape, config["seed"]).to(device)
-            op = operators[op_spec.text]
-            x = images[index : index + 1].to(device=device, dtype=model.dtype)
-            y, sigma = measure(op, x[0], op_spec.text, index, config["snr_db"], config["seed"])
-            generator = torch.Generator().manual_seed(config["seed"] * 7919 + index)
-            x_hat, seconds = solve_known_noise(op, model, y, spec.method, generator, config["method_options"][spec.label], sigma)
-            if index == 0:
-                _save_example(out, op_spec.text, spec.label, x_hat[0])
-            unit = (x + 1) / 2, ((x_hat + 1) / 2).clamp(0, 1)
-            record = {"operator": op_spec.text, "method": spec.label, "image": index, "snr": float(snr(x, x_hat)[0]),
-                      "psnr": float(psnr(*unit, data_range=1.0)[0]), "ssim": float(ssim(x, x_hat)[0]), "seconds": seconds}
+        for record, x_hat in _solved(cells, todo, jobs, preset):
+            if record["image"] == 0:
+                _save_example(out, record["operator"], record["method"], x_hat)
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-            bar.update(1, cell=f"{op_spec.text}/{spec.label}/{index}", snr=round(record["snr"], 2))
+            bar.update(1, cell=f"{record['operator']}/{record['method']}/{record['image']}", snr=round(record["snr"], 2))
 
 
 def _example_path(out: Path, op_text: str, name: str) -> Path:
@@ -519,8 +577,10 @@ def markdown_table(summary: dict[str, Any], metric: str, methods: list[str], dig
 def tables_markdown(summary: dict[str, Any], methods: list[str], info: dict[str, Any], config: dict[str, Any],
                     preset: str | None = None) -> str:
     """The metric tables (SNR, PSNR, SSIM, seconds per image) with the run's provenance; a preset's paper comparison."""
+    jobs = info.get("jobs", 1)
+    workers = f" in each of {jobs} worker processes" if jobs > 1 else ""
     head = (
-        f"- date: {info['date']}\n- machine: {info['machine']}\n- torch: {info['torch']}, {info['threads']} threads\n"
+        f"- date: {info['date']}\n- machine: {info['machine']}\n- torch: {info['torch']}, {info['threads']} threads{workers}\n"
         f"- command: `{info['command']}`\n- preset: {info.get('preset', 'none')}\n- seed: {info['seed']}\n"
         f"- prior: {config['prior']}; data: {config['dataset']}/{config['split']}, {config['n_images']} images; "
         f"noise: {config['snr_db']} dB SNR (σ from each measurement's RMS)\n"

@@ -23,7 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "prior": "trumpet-digits",
     "dataset": "digits",
     "split": "test",
-    "n_images": 10,
+    "n_images": 4,
     "operators": "gauss:250,randmask:0.15,sr:4,block:12",
     "methods": ",".join(MAP_METHODS),
     "snr_db": 30.0,

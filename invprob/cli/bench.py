@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> None:
         args.out, preset=args.preset, prior=args.prior, dataset=args.dataset, split=args.split, n_images=args.n_images,
         operators=args.operators, methods=args.methods, method_options=options, snr_db=args.snr,
         seed=args.seed, device=args.device, force=args.force, progress=not args.quiet,
-        command=command_line(),
+        command=command_line(), jobs=args.jobs if args.jobs is not None else default_jobs(),
     )
     labels = [text.partition("=")[0] for text in result.config["methods"]]
     print(markdown_table(result.summary, "snr", labels))
@@ -39,6 +39,14 @@ def run(args: argparse.Namespace) -> None:
             + (f" but {', '.join(missing)} could not be written" if missing else "")
             + "; rerun the same command to finish"
         )
+
+
+def default_jobs() -> int:
+    """Worker processes of a run without ``--jobs``: the CPU cores this process may use, at most 4."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 4))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +75,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--snr", type=float, default=None, help=f"measurement SNR in dB (default: {DEFAULTS['snr_db']:g}, or the preset's)")
     p.add_argument("--seed", type=int, default=0, help="seed of operators, noise and methods (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="worker processes solving cells side by side, each with threads // N torch threads "
+                        "(default: the usable CPU cores, at most 4)")
     p.add_argument("--force", action="store_true", help="discard results of another configuration in --out")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=run)

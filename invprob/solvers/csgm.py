@@ -48,8 +48,8 @@ from .driver import StoppingOptions, StoppingRule, iterate
 class CSGMOptions(IterativeOptions, StoppingOptions):
     """Options of ``"csgm"``."""
 
-    iterations: int = Field(500, ge=1, le=1_000_000, description="iteration cap")
-    lr: float = Field(0.05, gt=0, allow_inf_nan=False, description="step size of the optimizer on z")
+    iterations: int = Field(200, ge=1, le=1_000_000, description="iteration cap")
+    lr: float = Field(0.2, gt=0, allow_inf_nan=False, description="step size of the optimizer on z")
     optimizer: Literal["adam", "gd", "lbfgs"] = Field(
         "adam", description="'adam', 'gd' (plain gradient steps) or 'lbfgs' (L-BFGS, strong-Wolfe line search; lr unused; couples a batch's images)"
     )

@@ -12,9 +12,10 @@ regularised only by stopping early. Two generators ``f_theta``:
   with ``z`` drawn once from the prior's latent distribution -- the paper's like-for-like
   comparison. The prior is deep-copied; the user's prior is never modified.
 
-Stopping: after ``iterations`` steps (the reference code: 800 Adam steps), or earlier, with
-``stop_at_noise=True``, once the data fit reaches the noise level (the discrepancy principle
-``||y - A x||^2 <= tau^2 * m * sigma^2``, ``m`` the number of measurements).
+Stopping: after ``iterations`` steps (the reference code: 800 Adam steps), or earlier, once the
+data fit reaches the noise level (the discrepancy principle ``||y - A x||^2 <= tau^2 * m * sigma^2``,
+``m`` the number of measurements). That early stop is on whenever ``sigma`` is given
+(``stop_at_noise=None``, the default); ``stop_at_noise=False`` runs the whole budget.
 
 References:
     Ulyanov, Vedaldi, Lempitsky (2018), "Deep Image Prior".
@@ -54,7 +55,9 @@ class DIPOptions(IterativeOptions):
     skip_channels: int = Field(4, ge=0, le=1024, description="hourglass skip-connection channels (0: no skips)")
     input_channels: int = Field(32, ge=1, le=1024, description="channels of the fixed noise input")
     input_scale: float = Field(0.1, gt=0, allow_inf_nan=False, description="the noise input is uniform on [0, input_scale)")
-    stop_at_noise: bool = Field(False, description="stop once ||y - A x||^2 <= tau^2 m sigma^2 (needs sigma)")
+    stop_at_noise: bool | None = Field(
+        None, description="stop once ||y - A x||^2 <= tau^2 m sigma^2 (the discrepancy principle); None: when sigma is given"
+    )
     sigma: NoiseLevel = Field(None, description="noise std (one, or one per batch element) for stop_at_noise")
     tau: float = Field(1.0, gt=0, allow_inf_nan=False, description="discrepancy-principle safety factor")
 
@@ -142,7 +145,7 @@ class DeepImagePrior(Solver):
         """Per-element stopping level ``tau^2 m sigma^2`` of the data fit, or None (fixed budget)."""
         opts = self.options
         sigma = sigma_per_sample(opts.sigma, y)
-        if not opts.stop_at_noise or sigma is None:
+        if opts.stop_at_noise is False or sigma is None:
             return [None] * y.shape[0]
         m = math.prod(op.out_shape)
         return [float(opts.tau**2 * m * s**2) for s in sigma]

@@ -306,13 +306,21 @@ def _start(op: Operator, prior: Prior, y: torch.Tensor, opts: IFlowOptions) -> t
 
 
 def _latent_start(op: Operator, prior: Prior, y: torch.Tensor, steps: int, sigma: object) -> torch.Tensor:
-    """``f(z)``, ``z`` after ``steps`` L-BFGS iterations of :mod:`csgm` with ``lam = 1`` from the latent mean."""
+    """``f(z)``, ``z`` after ``steps`` L-BFGS iterations of :mod:`csgm` with ``lam = 1`` from the latent mean.
+
+    Each image is solved on its own: L-BFGS's line search would otherwise couple a batch's images.
+    """
     from .base import solve
 
+    sigmas = sigma_per_sample(sigma, y)
+    starts = []
     with torch.enable_grad():
-        result = solve(op, prior, y, "csgm", lam=1.0, sigma=sigma, restarts=1, start="mean", optimizer="lbfgs",
-                       iterations=steps, tol=0.0, progress=False)
-    return result.x_hat.detach()
+        for b in range(y.shape[0]):
+            noise = None if sigmas is None else sigmas[b : b + 1]
+            result = solve(op, prior, y[b : b + 1], "csgm", lam=1.0, sigma=noise, restarts=1, start="mean",
+                           optimizer="lbfgs", iterations=steps, tol=0.0, progress=False)
+            starts.append(result.x_hat.detach())
+    return torch.cat(starts)
 
 
 def _reset_rows(optimizer: torch.optim.Optimizer, x: torch.Tensor, rows: torch.Tensor) -> None:
