@@ -1,11 +1,11 @@
 """The demo behind ``make demo`` / ``invprob demo``: compressed sensing of test images with every MAP method.
 
-Loads a shipped prior (default ``trumpet-digits``), measures a few test images of its dataset with
+Loads a shipped prior (default :data:`~invprob.apps.presets.DEFAULT_PRIOR`), measures a few test images of its dataset with
 ``RandomGaussian(m=250)`` at 30 dB SNR, reconstructs them with each point-estimate method, prints a
 table (SNR, SSIM, seconds per image) and writes ``demo.png`` (rows: images labelled by class;
 columns: truth and each method, ``pinv`` being ``A^+ y``; each reconstruction's SNR under it).
-The methods run with the budgets of :data:`DEMO_OPTIONS` (printed with the table); those that
-take a noise level get the known one, one per image. Offline.
+Every method runs with its defaults, as ``invprob.solve(op, prior, y, method)`` would; those
+that take a noise level get the known one, one per image. Offline.
 """
 
 from __future__ import annotations
@@ -14,24 +14,16 @@ from pathlib import Path
 
 import torch
 
+from .presets import DEFAULT_DATASET, DEFAULT_PRIOR
+
 METHODS = ("pinv", "tv", "csgm", "dip", "iflow", "iflow-l")
 
-#: The demo's budgets: shorter than each method's defaults (``invprob methods NAME``) so that the six
-#: methods run in about a minute on 2 CPU cores; printed with the table, and passed as they are to
-#: ``invprob.solve(op, prior, y, method, sigma=sigma, **DEMO_OPTIONS[method])`` to reproduce a row.
-DEMO_OPTIONS: dict[str, dict[str, object]] = {
-    "tv": {"iterations": 100},
-    "csgm": {"restarts": 10, "iterations": 150, "lr": 0.05},
-    "dip": {"iterations": 300},
-    "iflow": {"iterations": 150},
-    "iflow-l": {"iterations": 150},
-}
 
 
 def run_demo(
     out_dir: str | Path = "runs/demo",
     *,
-    prior: str = "trumpet-digits",
+    prior: str = DEFAULT_PRIOR,
     n_images: int = 4,
     m: int = 250,
     snr_db: float = 30.0,
@@ -62,7 +54,7 @@ def run_demo(
         raise ValueError(f"methods: expected distinct method names, got {methods!r}")
     for method in methods:
         make_options(method)  # an unknown name fails here, before any work
-    dataset_name = describe_prior(prior).get("dataset", "digits") if prior in list_priors() else "digits"
+    dataset_name = describe_prior(prior).get("dataset", DEFAULT_DATASET) if prior in list_priors() else DEFAULT_DATASET
     dataset = load_dataset(dataset_name, split="test")
     n_images = check_int(n_images, "n_images", minimum=1)
     if n_images > len(dataset):
@@ -76,9 +68,7 @@ def run_demo(
     estimates, scores = {}, {}
     with progress_indicator(len(methods), "demo", enabled=progress) as bar:
         for method in methods:
-            options = dict(DEMO_OPTIONS.get(method, {}))
-            if "sigma" in options_model(method).model_fields:
-                options["sigma"] = sigma  # the known noise level, one per image
+            options = {"sigma": sigma} if "sigma" in options_model(method).model_fields else {}  # known, one per image
             result = solve(op, model, y, method, generator=torch.Generator().manual_seed(seed), **options)
             x_hat, seconds = result.x_hat.detach(), result.seconds
             estimates[method], scores[method] = x_hat, snr(x, x_hat)
@@ -92,8 +82,7 @@ def run_demo(
     figure = image_grid(rows, row_labels, ["truth", *(f"{mth} (A⁺y)" if mth == "pinv" else mth for mth in methods)], out / "demo.png", captions=captions,
                         title=f"{prior}: RandomGaussian(m={m}) at {snr_db:g} dB SNR; SNR of each reconstruction under it")
     print(format_table(table, f"{prior}, RandomGaussian(m={m}) on {n_images} test images of {dataset_name} at {snr_db:g} dB SNR"))
-    budgets = "; ".join(f"{mth} " + " ".join(f"{k}={v}" for k, v in DEMO_OPTIONS[mth].items()) for mth in methods if mth in DEMO_OPTIONS)
-    print(f"budgets (shorter than the defaults; sigma = the known noise level): {budgets}")
+    print("every method with its defaults (`invprob methods NAME`) and the known noise level sigma")
     print(f"\nfigure: {figure.resolve()}")
     return table
 

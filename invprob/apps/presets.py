@@ -18,10 +18,13 @@ from typing import Any
 
 MAP_METHODS = ("pinv", "tv", "csgm", "dip", "iflow", "iflow-l")
 
+#: The shipped prior of the demo, ``invprob solve`` and ``invprob bench``, and the dataset it was trained on.
+DEFAULT_PRIOR, DEFAULT_DATASET = "trumpet-digits", "digits"
+
 #: The settings of a run without a preset.
 DEFAULTS: dict[str, Any] = {
-    "prior": "trumpet-digits",
-    "dataset": "digits",
+    "prior": DEFAULT_PRIOR,
+    "dataset": DEFAULT_DATASET,
     "split": "test",
     "n_images": 4,
     "operators": "gauss:250,randmask:0.15,sr:4,block:12",

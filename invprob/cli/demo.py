@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..apps.presets import DEFAULT_PRIOR
+
 
 def run(args: argparse.Namespace) -> None:
     from ..apps.demo import run_demo
@@ -22,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "reconstruct them with every MAP method, print a table (SNR, SSIM, seconds per image) and "
         "write OUT/demo.png."))
     p.add_argument("--out", default="runs/demo", help="output directory of the figure")
-    p.add_argument("--prior", default="trumpet-digits", help="shipped prior name or checkpoint directory")
+    p.add_argument("--prior", default=DEFAULT_PRIOR, help="shipped prior name or checkpoint directory")
     p.add_argument("--n-images", type=int, default=4, help="number of test images (1 to the test split's size)")
     p.add_argument("--methods", default="pinv,tv,csgm,dip,iflow,iflow-l",
                    help="comma-separated methods to compare (see `invprob methods`)")

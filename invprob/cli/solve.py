@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..apps.presets import DEFAULT_PRIOR
 from ._common import key_values
 
 #: Operator kinds of ``--operator`` (kept in step with the operator-spec parser by a test; listed
@@ -349,7 +350,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--image", help="ground truth to measure and reconstruct: a PNG/JPEG (resized to the prior's "
                                         "size), a .npy in [-1, 1], or DATASET:INDEX for a test image, e.g. digits:3")
     source.add_argument("--measurement", help=".npy file holding one measurement y of the operator's output shape")
-    p.add_argument("--prior", default="trumpet-digits", help="shipped prior name (see `invprob priors`) or checkpoint directory")
+    p.add_argument("--prior", default=DEFAULT_PRIOR, help="shipped prior name (see `invprob priors`) or checkpoint directory")
     p.add_argument("--operator", default="gauss:250", help=f"one operator, KIND:VALUE: {OPERATOR_HELP}")
     p.add_argument("--method", default="iflow-l", help=f"reconstruction method; {METHOD_HELP}")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
