@@ -274,8 +274,8 @@ def _panels(spec, method, **options):
 
 
 def test_figure_panels_show_each_image_once_with_its_role():
-    # a vector measurement: A⁺y stands in for it; iFlow's start is A⁺y clipped
-    labels = [label for label, _ in _panels("gauss:100", "iflow", iterations=2, progress=False)]
+    # a vector measurement: A⁺y stands in for it; iFlow started at A⁺y (clipped) shows that start
+    labels = [label for label, _ in _panels("gauss:100", "iflow", start="pinv", iterations=2, progress=False)]
     assert labels[0] in ("A⁺y (y: 100 numbers) = start", "A⁺y (y: 100 numbers) ≈ start") or labels[1].startswith("start: ")
     assert labels[-1] == "truth" and labels[-2] == "reconstruction (iflow)"
     # a masked image: y and A⁺y agree up to the noise in the hole, shown once

@@ -150,7 +150,7 @@ def test_a_projection_leaving_the_plausible_range_is_restarted_then_reported():
     prior's mean image once, and a second excursion raises SolverDiverged naming the image."""
     p = linear_problem()
     with pytest.raises(SolverDiverged, match=r"image\(s\) \[0, 1\] left the prior's plausible range.*smaller step size"):
-        solve(p.op, p.prior, p.y, "iflow", optimizer="gd", lr=50.0, iterations=100, **QUIET)
+        solve(p.op, p.prior, p.y, "iflow", start="prior-mean", optimizer="gd", lr=50.0, iterations=100, **QUIET)
     ok = solve(p.op, p.prior, p.y, "iflow", iterations=20, **QUIET)
     assert not bool(ok.extras["restarted"].any())
 

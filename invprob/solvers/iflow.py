@@ -16,14 +16,14 @@ uses the noise level: ``w = lam * sigma^2`` makes ``L`` the negative log posteri
 ``E ||y - A v*||^2 ~ sigma^2 (m - d)``, so ``sigma_hat^2 = ||y - A v*||^2 / (m - d)``; the value
 used is returned in ``Result.extras["sigma"]`` with ``extras["sigma_source"]``.
 
-iFlow starts (``start="prior-mean"``) at the point of the measurement-consistent set closest to the
-prior's mean image ``m = f(E z)``: ``x[0] = m + A^+(y - A m)``. Where ``A`` observes everything this
-is ``A^+ y``; where pixels are unobserved (a mask, a missing wedge) they start at the prior's mean
-instead of mid-grey, which is what makes large holes solvable. iFlow-L starts (``start="latent"``)
-at ``f(z)`` after ``warm_steps`` L-BFGS iterations on the latent posterior from the latent mean
-(:mod:`~invprob.solvers.csgm`), which puts the start near the mode on the range and roughly halves
-the iterations to convergence (benchmarks/BENCHMARKS.md, latency); the projected-gradient
-iterations then refine it off the latent parametrisation. ``start="pinv"`` is ``A^+ y`` (also used
+Both start by default (``start="latent"``) at ``f(z)`` after ``warm_steps`` L-BFGS iterations on
+the latent posterior from the latent mean (:mod:`~invprob.solvers.csgm`, one image at a time),
+which puts the start near the mode on the range and cuts the iterations to convergence
+(benchmarks/BENCHMARKS.md, latency and method defaults); the projected-gradient iterations then
+refine it off the latent parametrisation. ``start="prior-mean"`` is the point of the
+measurement-consistent set closest to the prior's mean image ``m = f(E z)``:
+``x[0] = m + A^+(y - A m)``; where ``A`` observes everything this is ``A^+ y``, and unobserved
+pixels (a mask, a missing wedge) start at the prior's mean instead of mid-grey. ``start="pinv"`` is ``A^+ y`` (also used
 for a nonlinear operator with ``"prior-mean"`` and for an untrained prior, whose mean image and
 latent mean mean nothing).
 
@@ -78,10 +78,10 @@ class IFlowOptions(IterativeOptions, StoppingOptions):
         "iFlow's default is shorter than the shared 50)",
     )
     start: Literal["prior-mean", "pinv", "latent"] = Field(
-        "prior-mean",
-        description="'prior-mean': m + A^+(y - A m), m the prior's mean image; 'pinv': A^+ y; "
-        "'latent': f(z), z after `warm_steps` L-BFGS iterations on 1/2 ||y - A f(z)||^2 + w/2 ||z||^2 from the latent mean "
-        "(w = sigma^2 when sigma is given, else 1): the latent posterior's mode",
+        "latent",
+        description="'latent' (default): f(z), z after `warm_steps` L-BFGS iterations on 1/2 ||y - A f(z)||^2 + w/2 ||z||^2 "
+        "from the latent mean (w = sigma^2 when sigma is given, else 1), the latent posterior's mode; "
+        "'prior-mean': m + A^+(y - A m), m the prior's mean image; 'pinv': A^+ y",
     )
     warm_steps: int = Field(30, ge=1, le=100_000, description="L-BFGS iterations of start='latent'")
     final_projection: bool = Field(True, description="project the last iterate onto the range (Algorithm 1, last line)")
@@ -107,12 +107,6 @@ class IFlowOptions(IterativeOptions, StoppingOptions):
 class IFlowLOptions(IFlowOptions):
     """Options of ``"iflow-l"``: iFlow's plus the weight of the prior term."""
 
-    start: Literal["prior-mean", "pinv", "latent"] = Field(
-        "latent",
-        description="'latent' (default): f(z), z after `warm_steps` L-BFGS iterations on 1/2 ||y - A f(z)||^2 + w/2 ||z||^2 "
-        "from the latent mean (w = sigma^2 when sigma is given, else 1), the latent posterior's mode; "
-        "'prior-mean': m + A^+(y - A m), m the prior's mean image; 'pinv': A^+ y",
-    )
     lam: float = Field(1.0, ge=0, allow_inf_nan=False,
                        description="weight of -log p(v) relative to the posterior: w = lam * sigma^2 (1: the exact negative log posterior)")
     sigma: NoiseLevel = Field(
