@@ -89,7 +89,7 @@ SPECS: dict[str, Spec] = {
         dataset="mnist", dataset_options={}, augment=dict(copies=8, rotation=10.0, scale=(0.9, 1.1), shift=1.5),
         build=_build("TRUMPET", (1, 32, 32), 64, hidden=48, latent_flow="linear"),
         train=_trainer("train_trumpet"),
-        options=dict(mse_steps=6000, ml_steps=1000, batch_size=64, lr=1e-3, ml_lr=1e-2, lr_schedule="cosine",
+        options=dict(mse_steps=11000, ml_steps=1000, batch_size=64, lr=1e-3, ml_lr=1e-2, lr_schedule="cosine",
                      checkpoint_every=250, validate_every=500),
         extra_metrics=lambda prior, x: _latent_nll(prior, x),
     ),

@@ -17,8 +17,11 @@ from invprob.training import CheckpointError
 
 SHIPPED = pretrained.list_priors()
 #: Quality bars of issue 6 on ||x - f(f^dagger(x))|| / ||x|| over test images.
-BARS = {"trumpet-digits": 0.10, "trumpet-ellipses": 0.10, "nif-digits": 0.25, "rae-digits": 0.25}
-DATASETS = {"digits": {}, "ellipses": {"size": 64}}
+BARS = {"trumpet-digits": 0.10, "trumpet-ellipses": 0.10, "nif-digits": 0.25, "rae-digits": 0.25, "trumpet-mnist": 0.08}
+DATASETS = {"digits": {}, "ellipses": {"size": 64}, "mnist": {}}
+#: Test images the bar is checked on (16 unless given): trumpet-mnist's bar is its target, a mean over
+#: the test set (0.0754 on all 500), so it is checked on enough digits for the mean to be stable.
+N_IMAGES = {"trumpet-mnist": 128}
 
 
 def _test_images(name, n=16):
@@ -27,8 +30,8 @@ def _test_images(name, n=16):
     return torch.stack([dataset[i] for i in range(n)])
 
 
-def test_trumpet_digits_is_shipped():
-    assert "trumpet-digits" in SHIPPED
+def test_trumpet_digits_and_trumpet_mnist_are_shipped():
+    assert {"trumpet-digits", "trumpet-mnist"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -36,7 +39,7 @@ def test_shipped_prior_loads_fast_and_meets_its_bar(name):
     start = time.perf_counter()
     prior = invprob.load_prior(name)
     assert time.perf_counter() - start < 2.0
-    x = _test_images(name)
+    x = _test_images(name, N_IMAGES.get(name, 16))
     with torch.no_grad():
         error = relative_error(x, prior.project(x)).mean()
         samples = prior.sample(4, temperature=0.8, generator=torch.Generator().manual_seed(0))
