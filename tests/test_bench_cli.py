@@ -395,11 +395,11 @@ def test_table3_preset_builds_exactly_the_documented_operators_and_methods():
     assert small["method_options"]["csgm"]["restarts"] == 10 and small["method_options"]["csgm"]["iterations"] == 5
 
 
-def test_table3_preset_without_its_prior_says_how_to_override(tmp_path):
-    from invprob.priors.pretrained import list_priors
+def test_table3_preset_without_its_prior_says_how_to_override(tmp_path, monkeypatch):
+    from invprob.priors import pretrained
 
-    if "trumpet-mnist" in list_priors():
-        pytest.skip("trumpet-mnist is installed")
+    installed = pretrained.list_priors()
+    monkeypatch.setattr(pretrained, "list_priors", lambda: [n for n in installed if n != "trumpet-mnist"])
     with pytest.raises(ValueError, match="trumpet-mnist.*not installed.*--prior"):
         bench.run(tmp_path, preset="table3", n_images=1, progress=False)
     assert not (tmp_path / "results.jsonl").exists()
