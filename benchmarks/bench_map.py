@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from record import header, write_section  # noqa: E402
 
 from invprob.apps import bench  # noqa: E402
-from invprob.cli.bench import default_jobs  # noqa: E402
 
 CONFIGS = {
     "default": {},
@@ -50,7 +49,7 @@ def main() -> None:
     out = Path("runs") / f"bench-{name}"
     command = " ".join(["python benchmarks/bench_map.py", *sys.argv[1:]])
     start = time.perf_counter()
-    jobs = args.jobs if args.jobs is not None else default_jobs()
+    jobs = args.jobs if args.jobs is not None else bench.default_jobs()
     result = bench.run(out, command=command, jobs=jobs, **config)
     minutes = (time.perf_counter() - start) / 60
     tables = (out / "tables.md").read_text()

@@ -268,8 +268,7 @@ cell's seconds are still its own wall time, measured while the other workers run
     specs = parse_methods(config["methods"])
     model = _load_prior(config["prior"], preset, device)
     images = _images(config["dataset"], config["split"], config["n_images"], model.data_shape)
-    threads = torch.get_num_threads() if jobs == 1 else max(1, torch.get_num_threads() // jobs)
-    info = {"machine": _machine(), "torch": torch.__version__, "threads": threads, "jobs": jobs, "date": _now(),
+    info = {"machine": _machine(), "torch": torch.__version__, "threads": worker_threads(jobs), "jobs": jobs, "date": _now(),
             "command": command, "preset": preset or "none", "seed": config["seed"]}
     total = len(op_specs) * len(specs) * config["n_images"]
     with lock_directory(out):
@@ -304,6 +303,17 @@ def lock_directory(out: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def default_jobs() -> int:
+    """Worker processes of ``invprob bench`` without ``--jobs``: the CPU cores this process may use, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 4))
+
+
+def worker_threads(jobs: int) -> int:
+    """Torch threads of each of ``jobs`` workers: this process's threads shared out, at least one."""
+    return torch.get_num_threads() if jobs == 1 else max(1, torch.get_num_threads() // jobs)
 
 
 def _load_prior(name: str, preset: str | None, device: str) -> Any:
@@ -477,8 +487,7 @@ def _solved(cells: _Cells, todo: list[tuple[OperatorSpec, MethodSpec, int]], job
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    threads = max(1, torch.get_num_threads() // jobs)
-    init = (cells.config["prior"], preset, cells.config, cells.device, threads)
+    init = (cells.config["prior"], preset, cells.config, cells.device, worker_threads(jobs))
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                              initargs=init) as pool:
         pending = {pool.submit(_solve_in_worker, op.text, spec, index) for op, spec, index in todo}

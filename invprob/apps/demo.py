@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .presets import DEFAULT_DATASET, DEFAULT_PRIOR
+from .presets import DEFAULT_DATASET, DEFAULT_PRIOR, MAP_METHODS
 
-METHODS = ("pinv", "tv", "csgm", "dip", "iflow", "iflow-l")
-
+METHODS = MAP_METHODS
 
 
 def run_demo(

@@ -10,7 +10,7 @@ from ._common import command_line
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..apps.bench import PRESETS, check_device, check_out_dir, markdown_table, parse_option, reference_markdown, run
+    from ..apps.bench import PRESETS, check_device, default_jobs, check_out_dir, markdown_table, parse_option, reference_markdown, run
 
     check_out_dir(args.out, "--out")
     check_device(args.device, "--device")
@@ -39,14 +39,6 @@ def run(args: argparse.Namespace) -> None:
             + (f" but {', '.join(missing)} could not be written" if missing else "")
             + "; rerun the same command to finish"
         )
-
-
-def default_jobs() -> int:
-    """Worker processes of a run without ``--jobs``: the CPU cores this process may use, at most 4."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, 4))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

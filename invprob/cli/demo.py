@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..apps.presets import DEFAULT_PRIOR
+from ..apps.presets import DEFAULT_PRIOR, MAP_METHODS
 
 
 def run(args: argparse.Namespace) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory of the figure")
     p.add_argument("--prior", default=DEFAULT_PRIOR, help="shipped prior name or checkpoint directory")
     p.add_argument("--n-images", type=int, default=4, help="number of test images (1 to the test split's size)")
-    p.add_argument("--methods", default="pinv,tv,csgm,dip,iflow,iflow-l",
+    p.add_argument("--methods", default=",".join(MAP_METHODS),
                    help="comma-separated methods to compare (see `invprob methods`)")
     p.add_argument("--seed", type=int, default=0, help="seed of operator, noise and methods")
     p.add_argument("--quiet", action="store_true", help="no progress output")
