@@ -36,7 +36,9 @@ def measure(name: str) -> dict[str, float | str]:
     load_seconds = time.perf_counter() - start
     entry = describe_prior(name)
     size = prior.data_shape[-1]
-    test = load_dataset(entry["dataset"], split="test", **({"size": size} if entry["dataset"] != "digits" else {}))
+    test = load_dataset(entry["dataset"], split="test")
+    if tuple(test[0].shape) != tuple(prior.data_shape):  # a generated dataset drawn at another size
+        test = load_dataset(entry["dataset"], split="test", size=size)
     x = torch.stack([test[i] for i in range(len(test))]).to(prior.dtype)
     with torch.no_grad():
         start = time.perf_counter()
