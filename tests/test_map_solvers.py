@@ -23,7 +23,7 @@ QUIET = dict(progress=False)
 @pytest.mark.parametrize("optimizer, lr, iterations, tol", [("adam", 1e-2, 1000, 1e-3), ("gd", 0.5, 200, 1e-5)])
 def test_iflow_recovers_x_on_the_range(optimizer, lr, iterations, tol):
     p = linear_problem(dtype=torch.float64)
-    result = solve(p.op, p.prior, p.y, "iflow", optimizer=optimizer, lr=lr, iterations=iterations, tol=0.0, **QUIET)
+    result = solve(p.op, p.prior, p.y, "iflow", optimizer=optimizer, lr=lr, iterations=iterations, tol=0.0, clip_output=False, **QUIET)
     assert rel_error(result.x_hat, p.x) < tol
     assert len(result.history["loss"]) == iterations and len(result.history["data_fit"]) == iterations
     assert result.history["data_fit"][-1] < 1e-3 * result.history["data_fit"][0]
@@ -34,7 +34,7 @@ def test_iflow_iterates_stay_on_the_range():
     start = p.op.pinv(p.y)
     assert _range_gap(p.prior, start).min() > 0.1, "A^+ y is off the range, so staying on it is not trivial"
     seen = []
-    result = solve(p.op, p.prior, p.y, "iflow", iterations=20, callback=lambda i, v, info: seen.append(v), **QUIET)
+    result = solve(p.op, p.prior, p.y, "iflow", iterations=20, callback=lambda i, v, info: seen.append(v), clip_output=False, **QUIET)
     assert len(seen) == 20
     for v in seen + [result.x_hat]:
         assert _range_gap(p.prior, v).max() < 1e-5
@@ -49,9 +49,9 @@ def test_iflow_l_reaches_the_exact_posterior_mode():
     sigma = 0.1
     p = linear_problem(dtype=torch.float64, sigma=sigma)
     exact = p.prior.exact_posterior(p.op, p.y, sigma).mean
-    result = solve(p.op, p.prior, p.y, "iflow-l", optimizer="gd", lr=0.5, iterations=300, lam=1.0, sigma=sigma, **QUIET)
+    result = solve(p.op, p.prior, p.y, "iflow-l", optimizer="gd", lr=0.5, iterations=300, lam=1.0, sigma=sigma, clip_output=False, **QUIET)
     assert rel_error(result.x_hat, exact) < 1e-6
-    plain = solve(p.op, p.prior, p.y, "iflow", optimizer="gd", lr=0.5, iterations=300, **QUIET)
+    plain = solve(p.op, p.prior, p.y, "iflow", optimizer="gd", lr=0.5, iterations=300, clip_output=False, **QUIET)
     assert rel_error(plain.x_hat, exact) > 1e-3, "the prior term must change the answer"
 
 
@@ -125,11 +125,22 @@ def test_iflow_clips_the_start_to_start_range():
         solve(p.op, p.prior, p.y, "iflow", start_range=(1.0, -1.0), **QUIET)
 
 
+def test_iflow_clips_its_output_to_the_data_range_and_never_moves_away_from_a_truth_inside_it():
+    p = linear_problem(dtype=torch.float64)
+    common = dict(iterations=20, start="pinv", start_range=(-0.5, 0.5), **QUIET)
+    raw = solve(p.op, p.prior, p.y, "iflow", clip_output=False, **common).x_hat
+    assert raw.abs().max() > 0.5, "the test needs an estimate that leaves the range"
+    clipped = solve(p.op, p.prior, p.y, "iflow", **common).x_hat
+    torch.testing.assert_close(clipped, raw.clamp(-0.5, 0.5))
+    truth = p.x.clamp(-0.5, 0.5)
+    assert torch.all((clipped - truth).abs() <= (raw - truth).abs() + 1e-12)
+
+
 def test_keep_best_returns_each_images_lowest_objective_iterate():
     """With a step that makes the data fit grow, keep_best returns the best seen iterate, per image."""
     p = linear_problem(dtype=torch.float64)
     seen = []
-    common = dict(optimizer="gd", lr=3.0, iterations=6, callback=lambda i, v, info: seen.append(v), range_factor=1e9, **QUIET)
+    common = dict(optimizer="gd", lr=3.0, iterations=6, callback=lambda i, v, info: seen.append(v), range_factor=1e9, clip_output=False, **QUIET)
     last = solve(p.op, p.prior, p.y, "iflow", keep_best=False, **common)
     best = solve(p.op, p.prior, p.y, "iflow", **common)
     candidates = torch.stack([*seen[:6], last.x_hat])  # both runs see the same iterates
