@@ -9,8 +9,6 @@ checksummed ``checkpoint.safetensors`` (a run written by an earlier version, ``w
 + ``config.json``, is accepted and converted, weights bit for bit), the test metrics are measured,
 preview PNGs (samples, test reconstructions ``f(f^dagger(x))``) and a model card are written, and
 the manifest records the checksum. ``--install-only`` installs a finished run without training.
-A prior whose spec names a ``warm_start`` stage continues from that stage's finished run in
-``runs/pretrained/<stage>/`` (trained first if absent); its card names the stage and counts its time.
 """
 
 from __future__ import annotations
@@ -56,8 +54,6 @@ class Spec:
     seed: int = 0
     augment: dict[str, Any] | None = None
     extra_metrics: Callable[[Any, torch.Tensor], dict[str, float]] = field(default=lambda prior, x: {})
-    warm_start: str | None = None
-    """Name of a stage in ``STAGES`` whose finished run gives the starting weights (trained first if missing)."""
 
 
 def _build(class_name: str, *args: Any, **arch: Any) -> Callable[[], torch.nn.Module]:
@@ -76,18 +72,6 @@ def _trainer(function_name: str) -> Callable[..., dict[str, Any]]:
         return getattr(training, function_name)(*args, **kwargs)
 
     return train
-
-
-def _ellipses_spec(description: str, *, mse_steps: int, lr: float, warm_start: str | None = None) -> Spec:
-    """The CT prior's spec (one architecture for every stage of its training)."""
-    return Spec(
-        description=description, dataset="ellipses", dataset_options={"size": 64},
-        build=_build("TRUMPET", (1, 64, 64), 256, n_scales=4, hidden=32, latent_flow="linear"),
-        train=_trainer("train_trumpet"),
-        options=dict(mse_steps=mse_steps, ml_steps=1000, batch_size=32, lr=lr, ml_lr=1e-2, lr_schedule="cosine",
-                     checkpoint_every=250, validate_every=500),
-        warm_start=warm_start, extra_metrics=lambda prior, x: _latent_nll(prior, x),
-    )
 
 
 SPECS: dict[str, Spec] = {
@@ -109,9 +93,14 @@ SPECS: dict[str, Spec] = {
                      checkpoint_every=250, validate_every=500),
         extra_metrics=lambda prior, x: _latent_nll(prior, x),
     ),
-    "trumpet-ellipses": _ellipses_spec(
-        "TRUMPET injective flow, 1x64x64 random-ellipse CT phantoms, latent 256",
-        mse_steps=7000, lr=7e-4, warm_start="trumpet-ellipses-base",
+    "trumpet-ellipses": Spec(
+        description="TRUMPET injective flow, 1x64x64 random-ellipse CT phantoms, latent 256",
+        dataset="ellipses", dataset_options={"size": 64},
+        build=_build("TRUMPET", (1, 64, 64), 256, n_scales=4, hidden=32, latent_flow="linear"),
+        train=_trainer("train_trumpet"),
+        options=dict(mse_steps=6000, ml_steps=1000, batch_size=32, lr=1e-3, ml_lr=1e-2, lr_schedule="cosine",
+                     checkpoint_every=250, validate_every=500),
+        extra_metrics=lambda prior, x: _latent_nll(prior, x),
     ),
     "realnvp-digits": Spec(
         description="RealNVP multiscale bijective flow, 1x32x32 handwritten digits (exact log-density)",
@@ -138,14 +127,6 @@ SPECS: dict[str, Spec] = {
 }
 
 
-STAGES: dict[str, Spec] = {
-    "trumpet-ellipses-base": _ellipses_spec(
-        "TRUMPET injective flow, 1x64x64 random-ellipse CT phantoms, latent 256 (first stage)", mse_steps=6000, lr=1e-3,
-    ),
-}
-"""Training stages that are never shipped themselves: a shipped prior's ``warm_start`` names one."""
-
-
 def _latent_nll(prior: Any, x: torch.Tensor) -> dict[str, float]:
     """Quantiles of the test images' latent negative log-likelihood per latent dimension."""
     with torch.no_grad():
@@ -166,15 +147,10 @@ def _bits_per_dim(prior: Any, x: torch.Tensor) -> dict[str, float]:
 
 def train(name: str, runs: Path) -> Path:
     """Train (or resume) ``name`` in ``runs/<name>``; return that directory."""
-    spec = {**SPECS, **STAGES}[name]
+    spec = SPECS[name]
     out = runs / name
     torch.manual_seed(spec.seed)
     prior = spec.build()
-    if spec.warm_start:
-        start = runs / spec.warm_start
-        if not checkpoint_files(start):
-            train(spec.warm_start, runs)
-        prior.load_state_dict(load_prior_file(start).state_dict())
     train_set = load_dataset(spec.dataset, split="train", **spec.dataset_options)
     if spec.augment:
         train_set = AffineAugmented(train_set, seed=spec.seed, **spec.augment)
@@ -186,24 +162,9 @@ def train(name: str, runs: Path) -> Path:
 
 
 def training_seconds(trained: Path) -> float:
-    """Seconds spent in the optimisation steps, summed over the phases (every call of each).
-
-    A run without its training states (a stage kept as its finished prior only) counts the
-    wall-clock seconds its prior's record holds.
-    """
+    """Seconds spent in the optimisation steps, summed over the phases (every call of each)."""
     states = [read_checkpoint_config(state) for state in sorted(trained.glob("*-state")) if has_checkpoint(state)]
-    if not states:
-        return float(read_checkpoint_config(trained)["metadata"]["wall_seconds_this_call"])
     return sum(state.get("seconds", state["seconds_this_call"]) for state in states)
-
-
-def total_training_seconds(name: str, trained: Path) -> float:
-    """Training seconds of ``trained`` plus those of the warm-start stages it continued from."""
-    spec = {**SPECS, **STAGES}[name]
-    seconds = training_seconds(trained)
-    if spec.warm_start:
-        seconds += total_training_seconds(spec.warm_start, trained.parent / spec.warm_start)
-    return seconds
 
 
 def install(name: str, trained: Path) -> Path:
@@ -237,7 +198,7 @@ def install(name: str, trained: Path) -> Path:
                title=f"{name}: test images and their projections")
     n_params = sum(p.numel() for p in prior.parameters())
     record = read_checkpoint_config(target)
-    card = _model_card(name, spec, record, metrics, n_params, total_training_seconds(name, trained), target)
+    card = _model_card(name, spec, record, metrics, n_params, training_seconds(trained), target)
     (target / "MODEL_CARD.md").write_text(card)
     register_shipped(name, spec.description, dataset=spec.dataset, parameters=n_params, metrics=metrics,
                      data_shape=list(prior.data_shape), latent_dim=prior.latent_dim)
@@ -256,7 +217,6 @@ def _model_card(name: str, spec: Spec, record: dict[str, Any], metrics: dict[str
         f"- data: `load_dataset({spec.dataset!r}, split='train', **{spec.dataset_options})`; test metrics on split 'test'",
         *([f"- training set enlarged by `AffineAugmented(train, seed={spec.seed}, **{spec.augment})` (invprob.data.augment)"] if spec.augment else []),
         f"- seed: {spec.seed}; options: `{json.dumps(spec.options)}`",
-        *_warm_start_lines(spec),
         f"- training command: `{meta.get('command', 'python scripts/train_pretrained.py ' + name)}`",
         f"- training time on this machine: {seconds / 60:.1f} min of optimisation steps, all phases "
         f"({platform.node()}, 2 CPU cores shared with other jobs, {torch.get_num_threads()} torch thread(s))",
@@ -266,16 +226,6 @@ def _model_card(name: str, spec: Spec, record: dict[str, Any], metrics: dict[str
         "", "## Previews", "", "![samples](samples.png)", "", "![reconstructions](reconstructions.png)", "",
     ]
     return "\n".join(lines)
-
-
-def _warm_start_lines(spec: Spec) -> list[str]:
-    """Model-card lines naming the stages a prior's training continued from, first stage last."""
-    lines = []
-    while spec.warm_start:
-        stage = STAGES[spec.warm_start]
-        lines.append(f"- continued from stage `{spec.warm_start}` (same architecture and seed), trained with `{json.dumps(stage.options)}`")
-        spec = stage
-    return lines
 
 
 def main() -> None:

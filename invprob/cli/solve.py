@@ -348,7 +348,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "reconstruction and truth side by side) to --out."))
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", help="ground truth to measure and reconstruct: a PNG/JPEG (resized to the prior's "
-                                        "size), a .npy in [-1, 1], or DATASET:INDEX for a test image, e.g. digits:3")
+                                        "size), a .npy in [-1, 1], or DATASET:INDEX for a test image, e.g. mnist:3")
     source.add_argument("--measurement", help=".npy file holding one measurement y of the operator's output shape")
     p.add_argument("--prior", default=DEFAULT_PRIOR, help="shipped prior name (see `invprob priors`) or checkpoint directory")
     p.add_argument("--operator", default="gauss:250", help=f"one operator, KIND:VALUE: {OPERATOR_HELP}")
