@@ -32,9 +32,9 @@ def run_demo(
 ) -> dict[str, dict[str, float]]:
     """Run the demo; return ``{method: {"snr", "ssim", "seconds"}}`` (means over images) and write the figure.
 
-    The test images come from the dataset the prior was trained on (its manifest entry; for
-    a checkpoint directory: :data:`~invprob.apps.presets.DEFAULT_DATASET`). The figure has one row per image, labelled by its class where the
-    dataset has labels, and each reconstruction's SNR under it.
+    The test images come from the dataset the prior was trained on (its manifest entry; for a
+    checkpoint directory, :data:`~invprob.apps.presets.DEFAULT_DATASET`). The figure has one row per
+    image, labelled by its class where the dataset has labels, and each reconstruction's SNR under it.
     """
     from .._checks import check_int
     from ..data import load_dataset

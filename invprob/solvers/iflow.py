@@ -94,7 +94,7 @@ class IFlowOptions(IterativeOptions, StoppingOptions):
     clip_output: bool = Field(
         True,
         description="clip the returned estimate to start_range too (a projection onto the data range's box: it never moves "
-        "an estimate away from a truth inside that range); False or start_range=None: the range's values as they are",
+        "an estimate away from a truth inside that range); False (or start_range=None): the estimate unclipped",
     )
     keep_best: bool = Field(
         True, description="return, per image, the projected iterate of lowest objective (False: the last one, as Algorithm 1)"
