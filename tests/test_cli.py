@@ -306,8 +306,6 @@ def test_known_start_prior_mean_is_measurement_consistent():
     from invprob.operators import BlockMask
 
     prior = LinearGaussianPrior(torch.randn(1024, 4) * 0.1, torch.full((1024,), 0.3), data_shape=(1, 32, 32))
-    if not hasattr(prior, "mean_image"):
-        pytest.skip("Prior.mean_image is not on this branch yet")
     op = BlockMask((1, 32, 32), 12)
     y = op(torch.rand(1, 1, 32, 32) * 2 - 1)[0]
     options = SimpleNamespace(start="prior-mean", start_range=(-1.0, 1.0))
