@@ -51,7 +51,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "invprob demo": ("run", ["--prior", "{prior}", "--n-images", "1", "--methods", "pinv,tv", "--quiet"]),
     "invprob bench --out runs/bench": ("run", ["--prior", "{prior}", "--n-images", "1", "--operators", "sr:4",
                                                "--methods", "pinv,tv", "--opt", "tv.iterations=3", "--quiet"]),
-    "invprob solve --image digits:3 --operator sr:4 --method iflow-l --out runs/solve":
+    "invprob solve --image mnist:3 --operator sr:4 --method iflow-l --out runs/solve":
         ("run", ["--prior", "{prior}", "--opt", "iterations=3", "--quiet"]),
     "invprob methods": ("run", []),
     "invprob methods csgm": ("run", []),
