@@ -49,7 +49,10 @@ def image_grid(
     """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     extra = 0.25 if captions else 0.0
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols + 0.8, (cell_inches + extra) * n_rows + 0.6),
+    width = cell_inches * n_cols + 0.8
+    title = textwrap.fill(title, int(width * 12)) if title else None  # a narrow grid wraps its title
+    title_lines = title.count("\n") if title else 0
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, (cell_inches + extra) * n_rows + 0.6 + 0.18 * title_lines),
                              squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
