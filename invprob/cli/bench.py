@@ -10,7 +10,7 @@ from ._common import command_line
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..apps.bench import PRESETS, check_device, default_jobs, check_out_dir, markdown_table, parse_option, reference_markdown, run
+    from ..apps.bench import PRESETS, check_device, check_out_dir, default_jobs, markdown_table, parse_option, reference_markdown, run
 
     check_out_dir(args.out, "--out")
     check_device(args.device, "--device")
