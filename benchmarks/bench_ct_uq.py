@@ -45,8 +45,8 @@ from invprob import uq  # noqa: E402
 from invprob.apps.ct_uq import DEFAULT_LEVELS, measure, quality, reconstruct  # noqa: E402
 from invprob.apps.ct_uq.figures import reliability_plot  # noqa: E402
 from invprob.apps.ct_uq.maps import misfit, range_distance  # noqa: E402
-from invprob.apps.ct_uq.reconstruction import Reconstruction, model_error_sigma  # noqa: E402
-from invprob.apps.ct_uq.workflow import MODEL_ERROR_IMAGES  # noqa: E402
+from invprob.apps.ct_uq.reconstruction import Reconstruction, model_error_sigma, with_residual  # noqa: E402
+from invprob.apps.ct_uq.workflow import MODEL_ERROR_IMAGES, RESIDUAL_IMAGES  # noqa: E402
 from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET  # noqa: E402
 from invprob.data import load_dataset  # noqa: E402
 from invprob.operators.ct import LimitedAngleCT, default_angles  # noqa: E402
@@ -54,6 +54,8 @@ from invprob.priors.pretrained import load_prior  # noqa: E402
 from invprob.progress import progress  # noqa: E402
 
 SNR_DB = 30.0
+RESIDUAL_SUFFIX = "+residual"
+"""Name suffix of a sampler's results with the Gaussian off-range residual added (the workflow's default)."""
 TV_WEIGHTS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 """TV weights tried on the calibration phantoms; the best by mean SNR is applied to the evaluation phantoms."""
 
@@ -94,6 +96,23 @@ def _project(prior, x: torch.Tensor) -> torch.Tensor:
         return prior.project(x[None])[0]
 
 
+def record(op: LimitedAngleCT, prior, name: str, rec: Reconstruction, truth: torch.Tensor, off_range: float,
+           with_map: bool, index: int) -> dict:
+    """The per-phantom numbers of one evaluation reconstruction."""
+    scores = quality(rec)
+    return {
+        "image": index, "sampler": name, "snr": {k: v["snr_db"] for k, v in scores.items()},
+        "seconds_map": rec.seconds_map if with_map else None,
+        "seconds_per_sample": rec.seconds_sampler / rec.samples.shape[0],
+        "coverage": uq.coverage(rec.samples, truth, DEFAULT_LEVELS).tolist(),
+        "wedge_energy_ratio": float(uq.wedge_energy_ratio(rec.samples, op.angles)),
+        "off_range": off_range, "error_of_mean": float((truth - rec.mean).norm()),
+        "spread": float(rec.samples.var(0).sum().sqrt()),
+        "range_distance_of_mean": range_distance(prior, rec.mean),
+        "misfit_reduced": uq.residual_chi2(op, rec.mean, rec.y, rec.sigma).reduced,
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     """Reconstruct every phantom with every sampler; return per-sampler pooled results and per-phantom records."""
     prior = load_prior(args.prior)
@@ -103,16 +122,20 @@ def run(args: argparse.Namespace) -> dict:
     map_options, sampler_options = settings(args)
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     out = Path(args.out)
+    train = load_dataset("ellipses", split="train", size=shape[-1])
     tau = None
     if args.model_error:
-        train = load_dataset("ellipses", split="train", size=shape[-1])
         tau = model_error_sigma(op, prior, torch.stack([train[i] for i in range(MODEL_ERROR_IMAGES)]))
+    residual = None
+    if not args.no_residual:
+        residual = uq.GaussianResidual.fit(prior, torch.stack([train[i] for i in range(RESIDUAL_IMAGES)]))
+    variants = samplers + ([f"{s}{RESIDUAL_SUFFIX}" for s in samplers] if residual is not None else [])
     parts = [args.prior, args.n_samples, map_options, sampler_options] + ([tau] if tau is not None else [])
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     evals = [("eval", i, i) for i in range(args.n_eval)]
     cals = [("cal", CALIBRATION_OFFSET + j, 10_000 + j) for j in range(args.n_cal)]
     sets = [item for pair in zip(evals, cals) for item in pair] + evals[len(cals):] + cals[len(evals):]  # interleaved
-    recs: dict[tuple[str, str], list[Reconstruction]] = {(s, kind): [] for s in samplers for kind in ("eval", "cal")}
+    recs: dict[tuple[str, str], list[Reconstruction]] = {(s, kind): [] for s in variants for kind in ("eval", "cal")}
     records = []
     with progress(len(sets) * len(samplers), "bench-ct-uq") as bar:
         for kind, index, seed in sets:
@@ -129,24 +152,17 @@ def run(args: argparse.Namespace) -> dict:
                                        generator=torch.Generator().manual_seed(1000 + seed))
 
                 rec = cached(out, key, f"{kind}-{index:03d}-{sampler}-{'map' if with_map else 'nomap'}", prior, compute)
-                recs[(sampler, kind)].append(rec)
+                entries = [(sampler, rec)]
+                if residual is not None:
+                    entries.append((f"{sampler}{RESIDUAL_SUFFIX}", with_residual(
+                        op, residual, rec, torch.Generator().manual_seed(2000 + seed))))
                 bar.update(stage=f"{kind} {index} {sampler}")
-                if kind != "eval":
-                    continue
-                scores = quality(rec)
-                records.append({
-                    "image": index, "sampler": sampler, "snr": {k2: v["snr_db"] for k2, v in scores.items()},
-                    "seconds_map": rec.seconds_map if with_map else None,
-                    "seconds_per_sample": rec.seconds_sampler / rec.samples.shape[0],
-                    "coverage": uq.coverage(rec.samples, truth, DEFAULT_LEVELS).tolist(),
-                    "wedge_energy_ratio": float(uq.wedge_energy_ratio(rec.samples, op.angles)),
-                    "off_range": off_range, "error_of_mean": float((truth - rec.mean).norm()),
-                    "spread": float(rec.samples.var(0).sum().sqrt()),
-                    "range_distance_of_mean": range_distance(prior, rec.mean),
-                    "misfit_reduced": misfit(op, rec).reduced,
-                })
+                for name, rec in entries:
+                    recs[(name, kind)].append(rec)
+                    if kind == "eval":
+                        records.append(record(op, prior, name, rec, truth, off_range, with_map, index))
     pooled = {}
-    for sampler in samplers:
+    for sampler in variants:
         ev, cal = recs[(sampler, "eval")], recs[(sampler, "cal")]
         samples, truths = torch.stack([r.samples for r in ev]), torch.stack([r.truth for r in ev])
         entry = {
@@ -167,6 +183,7 @@ def run(args: argparse.Namespace) -> dict:
     first = samplers[0]
     tv = tv_baseline(op, recs[(first, "cal")][:5], recs[(first, "eval")]) if not args.no_tv else None
     return {"pooled": pooled, "records": records, "model_error_sigma": tau, "tv": tv,
+            "residual_rms": None if residual is None else residual.rms,
             "sigma_mean": statistics.fmean(r.sigma for r in recs[(samplers[0], "eval")])}
 
 
@@ -212,6 +229,11 @@ def section(args: argparse.Namespace, results: dict, wall: float) -> str:
         f"{settings(args)[1]} (empty: the workflow's defaults)"
         + (f"; likelihood noise std sqrt(σ² + τ²) with the model error τ = {results['model_error_sigma']:.3g} "
            f"(mean σ = {results['sigma_mean']:.3g})" if results["model_error_sigma"] is not None else ""),
+        *([f"- rows `SAMPLER{RESIDUAL_SUFFIX}`: the same posterior samples plus the Gaussian off-range residual "
+           f"(`invprob.uq.GaussianResidual`, pixel-wise mean and variance of x − P(x) on {RESIDUAL_IMAGES} training "
+           f"ellipses, RMS {results['residual_rms']:.4f}) drawn given each sample and the sinogram; its MAP is the "
+           "latent MAP plus the residual's conditional mean (the workflow's default)"]
+          if results.get("residual_rms") is not None else []),
         "- coverage: fraction of all evaluation pixels inside their interval (nominal = the level); width: mean "
         "interval width in image units ([-1, 1] range); calibrated: split-conformal scales fitted on the calibration "
         "phantoms (— where K calibration phantoms cannot support the level, l > K/(K+1))",
@@ -268,6 +290,8 @@ def main() -> None:
     parser.add_argument("--no-tv", action="store_true", help="skip the TV baseline (its weight is tuned on the calibration phantoms)")
     parser.add_argument("--model-error", action="store_true",
                         help="add the model-error std estimated from 32 training ellipses to the likelihood")
+    parser.add_argument("--no-residual", action="store_true",
+                        help="skip the rows with the Gaussian off-range residual fitted on 256 training ellipses")
     parser.add_argument("--section", default="ct-uq", help="BENCHMARKS.md section to write (default: ct-uq)")
     parser.add_argument("--sampler-opt", action="append", default=[], metavar="SAMPLER:KEY=VALUE",
                         help="a sampler option, e.g. svi:steps=200 or langevin:burn_in=200 (repeatable)")

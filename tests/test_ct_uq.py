@@ -11,6 +11,7 @@ import torch
 
 from invprob import uq
 from invprob.cli import main
+from invprob.data import load_dataset
 from invprob.operators.ct import LimitedAngleCT, default_angles
 from invprob.priors import TRUMPET, LinearGaussianPrior
 from invprob.apps.ct_uq import FILES, MAP_KEYS, SUMMARY_KEYS, ct_workflow, load_phantom, parse_angles, parse_levels
@@ -188,16 +189,45 @@ def test_ct_workflow_end_to_end_writes_maps_figure_summary_and_calibrator(tiny_p
     assert cal["fitted_here"] and len(cal["scales"]) == 2
     assert set(summary["seconds"]) == {"map", "sampler", "per_sample", "calibration"}
     assert summary["resumed_stages"] == []
+    assert summary["residual_model"]["n_images"] == 256
+    assert summary["residual_model"]["source"] == "fitted on 256 training ellipses"
     loaded = uq.ConformalCalibrator.load(tmp_path / FILES["calibrator"])
     assert loaded.scales == result.calibrator.scales and len(loaded.misfit) == 4
 
 
+def test_the_residual_model_adds_a_conditioned_draw_to_each_range_sample(tiny_prior, tmp_path):
+    run = dict(FAST, prior=tiny_prior, map_options={"iterations": 2})
+    on_range = ct_workflow("ellipses:2", out=tmp_path / "none", residual=None, **run)
+    widened = ct_workflow("ellipses:2", out=tmp_path / "default", **run)
+    assert on_range.summary["residual_model"] is None
+    train = load_dataset("ellipses", split="train", size=SIZE)
+    images = torch.stack([train[i] for i in range(256)])
+    residual = uq.GaussianResidual.fit(tiny_prior, images)
+    rec = on_range.reconstruction
+    op = LimitedAngleCT((1, SIZE, SIZE), ANGLES)
+    with torch.no_grad():
+        expected_map = residual.condition_mean(op, rec.map[None], rec.y, rec.sigma)[0]
+    torch.testing.assert_close(widened.reconstruction.map, expected_map, rtol=1e-4, atol=1e-5)
+    added = widened.reconstruction.samples - rec.samples  # the same range samples (same seed), plus r
+    assert float(added.std(0).mean()) > 0.01
+    assert float(widened.reconstruction.std.mean()) > float(rec.std.mean())
+    torch.testing.assert_close(widened.reconstruction.range_mean, rec.mean)  # the reach check's misfit is the range's
+    assert widened.summary["reach"]["misfit"] == pytest.approx(on_range.summary["reach"]["misfit"])
+    given = ct_workflow("ellipses:2", out=tmp_path / "given", residual=images, **run)
+    torch.testing.assert_close(given.reconstruction.samples, widened.reconstruction.samples)
+    assert given.summary["residual_model"]["source"] == "fitted on 256 given images"
+    for bad, words in (("gaussian", "residual: expected 'ellipses'"), (torch.zeros(3, 1, 8, 8), r"\(K, 1, 16, 16\)")):
+        with pytest.raises(ValueError, match=words):
+            ct_workflow("ellipses:2", out=tmp_path / "bad", residual=bad, **run)
+
+
 @pytest.fixture(scope="module")
 def gaussian_world(tmp_path_factory):
-    """A linear-Gaussian prior, phantoms drawn from it, exact-target MALA, and a calibrator fitted on 10 of them."""
+    """A linear-Gaussian prior, phantoms drawn from it (on its range: no residual model), exact-target MALA, and a
+    calibrator fitted on 10 of them."""
     prior = LinearGaussianPrior(0.3 * torch.randn(SIZE * SIZE, 8, generator=gen(12)), data_shape=(1, SIZE, SIZE))
     truths = prior.sample(21, generator=gen(13))
-    run = dict(prior=prior, angles=ANGLES, sampler="langevin", n_samples=40, levels=(0.5, 0.8, 0.9),
+    run = dict(prior=prior, angles=ANGLES, sampler="langevin", n_samples=40, levels=(0.5, 0.8, 0.9), residual=None,
                map_options={"iterations": 3},
                sampler_options={"n_chains": 4, "burn_in": 300, "thin": 5, "step_size": 1e-3})
     out = tmp_path_factory.mktemp("gaussian")
@@ -445,7 +475,7 @@ def test_cli_uq_ct_help_names_every_option(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for option in ("--phantom", "--measurement", "--sigma", "--prior", "--angles", "--snr", "--sampler",
-                   "--n-samples", "--eval-phantoms", "--calibrate", "--levels", "--window-low", "--map-opt",
+                   "--n-samples", "--eval-phantoms", "--calibrate", "--levels", "--window-low", "--map-opt", "--residual",
                    "--sampler-opt", "--seed", "--out"):
         assert option in text
 
@@ -503,11 +533,13 @@ def test_figure_title_names_angles_wedge_snr_mad_and_the_reach_flag():
 
     summary = {"angle_range_deg": [30.0, 150.0], "missing_wedges_deg": [[150.0, 30.0]], "snr_db": 30.0,
                "angles_deg": list(default_angles()), "sampler": "svi", "n_samples": 64,
-               "reach": {"out_of_reach": False, "reason": "fine"}}
+               "reach": {"out_of_reach": False, "reason": "fine"}, "residual_model": None}
     title = _title(summary, "phantom")
     for words in ("30 angles in [30°, 150°]", "unmeasured wedge 150°–30°", "30 dB SNR", "MAD = mean absolute deviation"):
         assert words in title
-    assert "REACH" not in title
+    assert "REACH" not in title and "residual" not in title
+    summary["residual_model"] = {"source": "fitted on 256 training ellipses"}
+    assert "svi (64 samples) + Gaussian off-range residual (fitted on 256 training ellipses)" in _title(summary, "phantom")
     summary["reach"] = {"out_of_reach": True, "reason": "chi2/m = 40"}
     assert "OUT OF THE PRIOR'S REACH: chi2/m = 40" in _title(summary, "phantom")
 

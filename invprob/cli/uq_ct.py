@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> None:
         prior=args.prior, angles=parse_angles(args.angles), snr_db=args.snr, sampler=args.sampler,
         n_samples=args.n_samples, evaluation=args.eval_phantoms, calibrate=calibrate or None, levels=levels,
         map_options=key_values(args.map_opt, "--map-opt"), sampler_options=key_values(args.sampler_opt, "--sampler-opt"),
-        window=(args.window_low, args.window_high), model_error=_model_error(args.model_error), seed=args.seed, device=args.device, progress=not args.quiet,
+        window=(args.window_low, args.window_high), model_error=_model_error(args.model_error),
+        residual=None if args.residual == "none" else args.residual, seed=args.seed, device=args.device, progress=not args.quiet,
     )
     summary = result.summary
     for name, values in (summary["metrics"] or {}).items():
@@ -106,6 +107,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-error", default=None, metavar="auto|TAU",
                    help="add the prior's model error to the likelihood: noise std sqrt(sigma^2 + TAU^2); auto "
                         "estimates TAU from ||A (x - P(x))|| of 32 training ellipses (default: none)")
+    p.add_argument("--residual", choices=("ellipses", "none"), default="ellipses",
+                   help="the prior's off-range error as a Gaussian fitted on 256 training ellipses, added to each "
+                        "posterior sample given the measurement (widens the intervals where the truth leaves the "
+                        "prior's range); none: samples stay on the range (default: ellipses)")
     p.add_argument("--map-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the MAP (csgm from the latent mean by L-BFGS), e.g. iterations=100 (repeatable; VALUE read as JSON)")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",

@@ -17,7 +17,10 @@ per module:
 - :mod:`~invprob.uq.calibration`: :class:`ConformalCalibrator` (split-conformal scaling of
   pixel-wise intervals, saved as JSON), :func:`min_calibration_phantoms`;
 - :mod:`~invprob.uq.reach`: :func:`residual_chi2`, :func:`reach_check` (is a measurement within
-  the prior's reach?).
+  the prior's reach?);
+- :mod:`~invprob.uq.residual`: :class:`GaussianResidual` (the prior's off-range error as a
+  Gaussian fitted on training images, conditioned on the measurement to widen range samples
+  where the prior cannot represent the truth), :func:`solve_spd`.
 
 The limited-angle CT workflow built on these is :func:`invprob.apps.ct_uq.ct_workflow`.
 
@@ -33,6 +36,7 @@ from ..solvers.chain_stats import RunningMoments, effective_sample_size
 from .fourier import fourier_deviation, frequency_polar, missing_wedges, wedge_energy_ratio, wedge_mask, wedge_width
 from .intervals import DEFAULT_LEVELS, coverage, credible_interval, interval_width, min_samples_for_level
 from .reach import Misfit, ReachCheck, reach_check, residual_chi2
+from .residual import GaussianResidual, solve_spd
 from ._validate import check_levels
 from .summaries import diversity, mean_absolute_deviation, mmse_snr, posterior_mean, posterior_std, sample_snr
 
@@ -40,6 +44,7 @@ __all__ = [
     "CalibrationError",
     "ConformalCalibrator",
     "DEFAULT_LEVELS",
+    "GaussianResidual",
     "Misfit",
     "ReachCheck",
     "RunningMoments",
@@ -61,6 +66,7 @@ __all__ = [
     "reach_check",
     "residual_chi2",
     "sample_snr",
+    "solve_spd",
     "wedge_energy_ratio",
     "wedge_mask",
     "wedge_width",

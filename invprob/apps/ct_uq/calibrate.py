@@ -51,6 +51,7 @@ def run_set(
     n_samples: int,
     sampler_options: dict[str, Any] | None,
     model_error: float | None,
+    residual: uq.GaussianResidual | None,
     store: StageStore,
     bar: Progress,
 ) -> list[Reconstruction]:
@@ -64,7 +65,7 @@ def run_set(
             y, noise = measure(op, truth, snr_db, generator)
             return reconstruct(op, prior, y, noise, truth=truth, sampler=sampler, n_samples=n_samples,
                                sampler_options=sampler_options, with_map=False, model_error=model_error,
-                               generator=generator)
+                               residual=residual, generator=generator)
 
         out.append(run_stage(store, f"{prefix}-{i:03d}", prior, compute))
         bar.update(stage=f"{prefix} {i + 1}/{len(labels)}")

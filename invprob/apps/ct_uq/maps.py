@@ -78,8 +78,13 @@ def wedge_ratio(samples: torch.Tensor, angles: Sequence[float]) -> float | None:
 
 
 def misfit(op: LimitedAngleCT, rec: Reconstruction) -> uq.Misfit:
-    """The chi-square data misfit of the posterior mean (:func:`invprob.uq.residual_chi2`)."""
-    return uq.residual_chi2(op, rec.mean, rec.y, rec.sigma)
+    """The chi-square data misfit (:func:`invprob.uq.residual_chi2`) of the posterior mean on the prior's range.
+
+    This is ``rec.range_mean`` when an off-range residual was added: the reach check asks whether
+    the prior's range explains the data, and the residual would absorb part of any misfit.
+    """
+    mean = rec.mean if rec.range_mean is None else rec.range_mean
+    return uq.residual_chi2(op, mean, rec.y, rec.sigma)
 
 
 def range_distance(prior, x: torch.Tensor) -> float:

@@ -35,11 +35,13 @@ from .settings import DEFAULT_LEVELS, DEFAULT_PRIOR, MAP_METHOD, check_settings
 
 SUMMARY_KEYS = (
     "phantom", "prior", "image_shape", "angles_deg", "angle_range_deg", "missing_wedges_deg", "snr_db", "sigma",
-    "model_error_sigma", "sampler", "n_samples", "seed", "metrics", "wedge_energy_ratio", "reach", "coverage",
+    "model_error_sigma", "residual_model", "sampler", "n_samples", "seed", "metrics", "wedge_energy_ratio", "reach", "coverage",
     "calibration", "seconds", "resumed_stages", "files",
 )
 MODEL_ERROR_IMAGES = 32
 """Training ellipses from which ``model_error="auto"`` estimates the model-error std."""
+RESIDUAL_IMAGES = 256
+"""Training ellipses on which ``residual="ellipses"`` fits the off-range residual's mean and variance."""
 CALIBRATION_SEED_OFFSET = 10_000
 """Calibration phantom ``j`` is measured and sampled with seed ``seed + 10000 + j``."""
 
@@ -73,6 +75,7 @@ def ct_workflow(
     sampler_options: dict[str, Any] | None = None,
     window: tuple[float, float] = DEFAULT_WINDOW,
     model_error: float | str | None = None,
+    residual: str | torch.Tensor | uq.GaussianResidual | None = "ellipses",
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -81,11 +84,11 @@ def ct_workflow(
 
     The phantom is measured with :class:`~invprob.operators.LimitedAngleCT` at ``snr_db`` (or a
     measured sinogram is given), reconstructed by FBP and the latent MAP, and sampled from the posterior
-    with ``sampler``. Coverage of the pixel-wise central credible intervals is measured on the
+    with ``sampler``, each sample plus a draw of the prior's off-range residual (``residual``). Coverage of the pixel-wise central credible intervals is measured on the
     evaluation set (the phantom, when its truth is known, and ``evaluation`` more phantoms); with
     ``calibrate``, a :class:`invprob.uq.ConformalCalibrator` fitted on phantoms disjoint from
     the evaluation set (or loaded) rescales the intervals, and both raw and calibrated coverage are
-    reported. The chi-square misfit of the posterior mean (:func:`invprob.uq.reach_check`, against
+    reported. The chi-square misfit of the posterior mean on the prior's range (:func:`invprob.uq.reach_check`, against
     the calibration set's when there is one) flags an input out of the prior's reach; the
     calibrated intervals are not claimed to hold for it. Every finished reconstruction is written
     at once to ``out/stages``: a rerun with the same settings resumes instead of recomputing.
@@ -111,6 +114,11 @@ def ct_workflow(
         model_error: std ``tau`` of the prior's model error added to the likelihood's noise
             (``sqrt(sigma^2 + tau^2)``, :func:`~invprob.apps.ct_uq.reconstruction.model_error_sigma`);
             ``"auto"``: estimated from :data:`MODEL_ERROR_IMAGES` training ellipses; None: none.
+        residual: the prior's off-range error as a Gaussian (:class:`invprob.uq.GaussianResidual`):
+            ``"ellipses"`` (default) fitted on :data:`RESIDUAL_IMAGES` training ellipses, images
+            ``(K, C, N, N)`` to fit it on, a fitted model, or None (samples stay on the prior's range).
+            Each sample ``v`` becomes ``v + r``, ``r`` drawn given ``v`` and the measurement, and the
+            MAP gets its conditional mean; this widens the intervals where the truth leaves the range.
         seed: phantom ``seed``; evaluation phantom ``i``: ``seed + 1 + i``; calibration phantom
             ``j``: ``seed + 10000 + j``.
         device: torch device of a prior loaded by name.
@@ -154,8 +162,12 @@ def ct_workflow(
         truth, label = None, "given measurement"
         y_given, sigma_given = load_measurement(measurement, sigma, op, model)
     tau = _model_error(model_error, op, model, shape)
+    residual_model = _residual_model(residual, model, shape)
+    residual_info = None if residual_model is None else {
+        "n_images": residual_model.n_images, "rms": residual_model.rms,
+        "source": _residual_source(residual, residual_model.n_images)}
     out = Path(out)
-    store = StageStore(out, {"model_error": tau,
+    store = StageStore(out, {"model_error": tau, "residual": residual_info,
         "phantom": label, "truth_sum": None if truth is None else float(truth.double().sum()),
         "measurement_sum": None if truth is not None else float(y_given.double().sum()),
         "prior": prior_digest(model), "angles": list(angles_t), "snr_db": float(snr_db), "sampler": sampler,
@@ -171,7 +183,7 @@ def ct_workflow(
                 y, noise = y_given, sigma_given
             return reconstruct(op, model, y, noise, truth=truth, sampler=sampler, n_samples=n_samples,
                                map_options=map_options, sampler_options=sampler_options, model_error=tau,
-                               generator=generator)
+                               residual=residual_model, generator=generator)
 
         total = 1 + len(eval_labels) + len(cal_labels)
         with progress_bar(total, "uq-ct", enabled=progress) as bar:
@@ -180,7 +192,7 @@ def ct_workflow(
             rec = run_stage(store, "phantom", model, compute_main)
             bar.update(stage="phantom")
             common = dict(snr_db=snr_db, sampler=sampler, n_samples=n_samples, sampler_options=sampler_options,
-                          model_error=tau, store=store, bar=bar)
+                          model_error=tau, residual=residual_model, store=store, bar=bar)
             evals = run_set(op, model, eval_images, eval_labels, prefix="evaluation", seed=seed + 1, **common)
             start = time.perf_counter()
             cals = run_set(op, model, cal_images, cal_labels, prefix="calibration", seed=seed + CALIBRATION_SEED_OFFSET,
@@ -199,6 +211,7 @@ def ct_workflow(
             "snr_db": None if source is None else float(snr_db),
             "sigma": rec.sigma,
             "model_error_sigma": tau,
+            "residual_model": residual_info,
             "sampler": sampler,
             "n_samples": int(rec.samples.shape[0]),
             "seed": seed,
@@ -232,6 +245,24 @@ def _model_error(model_error: float | str | None, op: LimitedAngleCT, prior: Pri
     if isinstance(model_error, str):
         raise ValueError(f"model_error: expected a std >= 0, 'auto' or None, got {model_error!r}")
     return check_float(model_error, "model_error", minimum=0)
+
+
+def _residual_model(residual: str | torch.Tensor | uq.GaussianResidual | None, prior: Prior,
+                    shape: tuple[int, int, int]) -> uq.GaussianResidual | None:
+    if residual is None or isinstance(residual, uq.GaussianResidual):
+        return residual
+    if isinstance(residual, str):
+        if residual != "ellipses":
+            raise ValueError(f"residual: expected 'ellipses', training images (K, C, N, N), a GaussianResidual "
+                             f"or None, got {residual!r}")
+        from ...data import load_dataset
+
+        data = load_dataset("ellipses", split="train", size=shape[-1])
+        residual = torch.stack([data[i] for i in range(RESIDUAL_IMAGES)])
+    if not isinstance(residual, torch.Tensor) or tuple(residual.shape[1:]) != shape:
+        got = tuple(residual.shape) if isinstance(residual, torch.Tensor) else type(residual).__name__
+        raise ValueError(f"residual: expected training images of shape (K, {', '.join(map(str, shape))}), got {got}")
+    return uq.GaussianResidual.fit(prior, residual)
 
 
 def _calibration_source(calibrate: Any, shape: tuple[int, int, int], levels: tuple[float, ...]):
@@ -277,13 +308,26 @@ def _title(summary: dict[str, Any], label: str) -> str:
     lines = [
         f"{label}: limited-angle CT, {len(summary['angles_deg'])} angles in [{low:g}°, {high:g}°] "
         f"(unmeasured wedge {wedges}), {snr}",
-        f"posterior by {summary['sampler']} ({summary['n_samples']} samples); MAD = mean absolute deviation "
-        "E|X - <X>| of the samples about their mean",
+        f"posterior by {summary['sampler']} ({summary['n_samples']} samples){_residual_note(summary)}; "
+        "MAD = mean absolute deviation E|X - <X>| of the samples about their mean",
     ]
     reach = summary["reach"]
     if reach["out_of_reach"]:
         lines.append(f"OUT OF THE PRIOR'S REACH: {reach['reason']} — intervals not trustworthy")
     return "\n".join(lines)
+
+
+def _residual_source(residual: object, n_images: int) -> str:
+    if isinstance(residual, str):
+        return f"fitted on {n_images} training ellipses"
+    if isinstance(residual, torch.Tensor):
+        return f"fitted on {n_images} given images"
+    return f"given, fitted on {n_images} images"
+
+
+def _residual_note(summary: dict[str, Any]) -> str:
+    info = summary["residual_model"]
+    return "" if info is None else f" + Gaussian off-range residual ({info['source']})"
 
 
 def _write_outputs(

@@ -1,0 +1,125 @@
+"""The Gaussian off-range residual: its fit, exact conditioning on a measurement, and the SPD solver."""
+
+import pytest
+import torch
+
+from invprob import uq
+from invprob.operators import MatrixOperator, RandomMask
+from invprob.priors import LinearGaussianPrior
+
+SHAPE = (1, 4, 4)
+N = 16
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def model(seed: int = 0) -> uq.GaussianResidual:
+    g = gen(seed)
+    return uq.GaussianResidual(0.1 * torch.randn(SHAPE, generator=g, dtype=torch.float64),
+                               0.05 + torch.rand(SHAPE, generator=g, dtype=torch.float64), n_images=10)
+
+
+def exact_conditional(residual: uq.GaussianResidual, matrix: torch.Tensor, v: torch.Tensor, y: torch.Tensor,
+                      sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of r given y = M (v + r) + e by dense Gaussian conditioning."""
+    mu, var = residual.mean.flatten(), torch.diag(residual.var.flatten())
+    gain = var @ matrix.T @ torch.linalg.inv(matrix @ var @ matrix.T + sigma**2 * torch.eye(matrix.shape[0],
+                                                                                              dtype=torch.float64))
+    mean = mu + gain @ (y.flatten() - matrix @ v.flatten() - matrix @ mu)
+    return mean, var - gain @ matrix @ var
+
+
+def test_fit_is_the_pixelwise_mean_and_variance_of_the_projection_residuals():
+    prior = LinearGaussianPrior(torch.randn(N, 3, generator=gen(1)), data_shape=SHAPE)
+    images = torch.randn(30, *SHAPE, generator=gen(2))
+    residual = uq.GaussianResidual.fit(prior, images, batch_size=7)
+    brute = torch.stack([x - prior.project(x[None])[0] for x in images])
+    torch.testing.assert_close(residual.mean, brute.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(residual.var, brute.var(0), rtol=1e-5, atol=1e-6)
+    assert residual.n_images == 30
+    assert residual.rms == pytest.approx(float((brute.mean(0) ** 2 + brute.var(0)).mean().sqrt()), rel=1e-5)
+
+
+def test_conditional_mean_equals_dense_gaussian_conditioning():
+    residual = model()
+    matrix = torch.randn(9, N, generator=gen(3), dtype=torch.float64)
+    op = MatrixOperator(matrix, SHAPE)
+    v = torch.randn(2, *SHAPE, generator=gen(4), dtype=torch.float64)
+    y = torch.randn(9, generator=gen(5), dtype=torch.float64).reshape(op.out_shape)
+    out = residual.condition_mean(op, v, y, 0.3, tol=1e-10)
+    for b in range(2):
+        mean, _ = exact_conditional(residual, matrix, v[b], y, 0.3)
+        torch.testing.assert_close(out[b].flatten(), v[b].flatten() + mean, rtol=1e-7, atol=1e-8)
+
+
+def test_samples_have_the_exact_conditional_mean_and_covariance():
+    residual = model(1)
+    matrix = torch.randn(6, N, generator=gen(6), dtype=torch.float64)
+    op = MatrixOperator(matrix, SHAPE)
+    v = torch.randn(1, *SHAPE, generator=gen(7), dtype=torch.float64)
+    y = torch.randn(6, generator=gen(8), dtype=torch.float64).reshape(op.out_shape)
+    draws = residual.condition_samples(op, v.expand(40_000, *SHAPE), y, 0.5, generator=gen(9), tol=1e-10) - v
+    mean, cov = exact_conditional(residual, matrix, v[0], y, 0.5)
+    flat = draws.flatten(1)
+    torch.testing.assert_close(flat.mean(0), mean, rtol=0, atol=0.015)
+    torch.testing.assert_close(torch.cov(flat.T), cov, rtol=0, atol=0.02)
+
+
+def test_unmeasured_pixels_keep_the_training_spread_and_measured_ones_are_pinned():
+    residual = uq.GaussianResidual(torch.zeros(SHAPE), torch.full(SHAPE, 0.04), n_images=10)
+    op = RandomMask(SHAPE, 0.5, seed=0)
+    observed = op.adjoint(op(torch.ones(1, *SHAPE)))[0].bool()
+    samples = residual.condition_samples(op, torch.zeros(20_000, *SHAPE), torch.zeros(op.out_shape), 0.01,
+                                         generator=gen(10))
+    std = samples.std(0)
+    assert 0 < observed.sum() < N
+    torch.testing.assert_close(std[~observed], torch.full_like(std[~observed], 0.2), rtol=0.03, atol=0)
+    assert float(std[observed].max()) < 0.011  # posterior std sqrt(1 / (1/0.04 + 1/0.01^2)) = 0.0099
+
+
+def test_draws_are_reproducible_with_a_generator():
+    residual, op = model(), RandomMask(SHAPE, 0.3, seed=1)
+    v, y = torch.zeros(3, *SHAPE, dtype=torch.float64), torch.ones(op.out_shape, dtype=torch.float64)
+    first = residual.condition_samples(op, v, y, 0.1, generator=gen(11))
+    torch.testing.assert_close(first, residual.condition_samples(op, v, y, 0.1, generator=gen(11)), rtol=0, atol=0)
+
+
+def test_solve_spd_matches_a_dense_solve_per_batch_entry():
+    g = gen(12)
+    factors = torch.randn(3, 8, 8, generator=g, dtype=torch.float64)
+    matrices = factors @ factors.transpose(1, 2) + 0.1 * torch.eye(8, dtype=torch.float64)
+    b = torch.randn(3, 8, generator=g, dtype=torch.float64)
+    w = uq.solve_spd(lambda p: torch.einsum("bij,bj->bi", matrices, p), b, tol=1e-12)
+    torch.testing.assert_close(w, torch.linalg.solve(matrices, b), rtol=1e-7, atol=1e-9)
+
+
+def test_solve_spd_warns_when_it_runs_out_of_iterations():
+    diag = torch.logspace(0, 6, 50, dtype=torch.float64)[None]
+    with pytest.warns(RuntimeWarning, match="did not reach the relative residual"):
+        uq.solve_spd(lambda p: diag * p, torch.ones(1, 50, dtype=torch.float64), max_iter=3)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"tol": 0.0}, "tol"),
+    ({"max_iter": 0}, "max_iter"),
+])
+def test_solve_spd_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        uq.solve_spd(lambda p: p, torch.ones(1, 2), **kwargs)
+
+
+def test_bad_models_and_inputs_are_refused_with_the_argument_named():
+    with pytest.raises(ValueError, match="var: expected the shape of mean"):
+        uq.GaussianResidual(torch.zeros(SHAPE), torch.zeros(1, 4, 5), n_images=2)
+    with pytest.raises(ValueError, match="var: expected finite variances >= 0"):
+        uq.GaussianResidual(torch.zeros(SHAPE), -torch.ones(SHAPE), n_images=2)
+    prior = LinearGaussianPrior(torch.randn(N, 2, generator=gen(13)), data_shape=SHAPE)
+    with pytest.raises(ValueError, match="at least 2 training images"):
+        uq.GaussianResidual.fit(prior, torch.zeros(1, *SHAPE))
+    op = RandomMask(SHAPE, 0.3, seed=1)
+    with pytest.raises(ValueError, match=r"x: expected images of shape \(1, 4, 4\)"):
+        model().condition_mean(op, torch.zeros(1, 1, 3, 3), torch.zeros(op.out_shape), 0.1)
+    with pytest.raises(ValueError, match="sigma"):
+        model().condition_samples(op, torch.zeros(1, *SHAPE), torch.zeros(op.out_shape), 0.0)
