@@ -14,6 +14,7 @@ from invprob.cli import main
 from invprob.data import load_dataset
 from invprob.operators.ct import LimitedAngleCT, default_angles
 from invprob.priors import TRUMPET, LinearGaussianPrior
+from invprob.apps.ct_uq.reconstruction import with_residual
 from invprob.apps.ct_uq import FILES, MAP_KEYS, SUMMARY_KEYS, ct_workflow, load_phantom, parse_angles, parse_levels
 
 SIZE = 16
@@ -215,10 +216,32 @@ def test_the_residual_model_adds_a_conditioned_draw_to_each_range_sample(tiny_pr
     assert widened.summary["reach"]["misfit"] == pytest.approx(on_range.summary["reach"]["misfit"])
     given = ct_workflow("ellipses:2", out=tmp_path / "given", residual=images, **run)
     torch.testing.assert_close(given.reconstruction.samples, widened.reconstruction.samples)
-    assert given.summary["residual_model"]["source"] == "fitted on 256 given images"
+    assert given.summary["residual_model"]["source"] == "fitted on the 256 images given as residual"
+    assert given.summary["residual_model"]["digest"] == widened.summary["residual_model"]["digest"]
     for bad, words in (("gaussian", "residual: expected 'ellipses'"), (torch.zeros(3, 1, 8, 8), r"\(K, 1, 16, 16\)")):
         with pytest.raises(ValueError, match=words):
             ct_workflow("ellipses:2", out=tmp_path / "bad", residual=bad, **run)
+    with pytest.raises(ValueError, match="model_error: .* give one of them"):
+        ct_workflow("ellipses:2", out=tmp_path / "bad", model_error=0.1, **run)
+    with pytest.raises(ValueError, match="added to these samples already"):
+        with_residual(op, residual, widened.reconstruction)
+
+
+def test_stages_of_another_residual_model_are_not_reused(tiny_prior, tmp_path):
+    run = dict(FAST, prior=tiny_prior, map_options={"iterations": 2}, out=tmp_path)
+    first = ct_workflow("ellipses:2", residual=None, **run)
+    assert ct_workflow("ellipses:2", residual=None, **run).summary["resumed_stages"] == ["phantom"]
+    train = load_dataset("ellipses", split="train", size=SIZE)
+    images = torch.stack([train[i] for i in range(8)])
+    other = ct_workflow("ellipses:2", residual=images, **run)
+    assert other.summary["resumed_stages"] == []
+    shifted = ct_workflow("ellipses:2", residual=images + 0.01, **run)  # same count, other statistics
+    assert shifted.summary["resumed_stages"] == []
+    resumed = ct_workflow("ellipses:2", residual=images + 0.01, **run)
+    assert resumed.summary["resumed_stages"] == ["phantom"]
+    torch.testing.assert_close(resumed.reconstruction.range_mean, shifted.reconstruction.range_mean)
+    assert resumed.summary["reach"] == shifted.summary["reach"]
+    torch.testing.assert_close(shifted.reconstruction.range_mean, first.reconstruction.mean)
 
 
 @pytest.fixture(scope="module")
@@ -462,6 +485,12 @@ def test_cli_uq_ct(tiny_prior, tmp_path, capsys):
     assert "resumed 6 finished stage(s)" in capsys.readouterr().out
     assert main([*common, "--calibrate", str(out / FILES["calibrator"]), "--out", str(tmp_path / "again")]) == 0
     assert "calibrated coverage over 1 phantom(s)" in capsys.readouterr().out
+    assert main([*common, "--calibrate", str(out / FILES["calibrator"]), "--residual", "none",
+                 "--out", str(tmp_path / "none")]) == 1  # a calibrator of widened samples, applied to range samples
+    err = capsys.readouterr().err
+    assert "fitted on samples drawn differently (residual: fitted with '" in err and "this run None" in err
+    assert main([*common, "--residual", "none", "--out", str(tmp_path / "none")]) == 0
+    assert json.loads((tmp_path / "none" / FILES["summary"]).read_text())["residual_model"] is None
     for bad, words in ((["--snr", "-3"], "snr_db"), (["--angles", "10,200"], "[0, 180)"),
                        (["--levels", "0.5,abc"], "levels"), (["--calibrate", "2"], "at least 4")):
         assert main([*common, *bad]) == 1
@@ -469,11 +498,27 @@ def test_cli_uq_ct(tiny_prior, tmp_path, capsys):
         assert err.startswith("invprob: error: ") and words in err and err.count("\n") == 1, err
 
 
+def test_a_calibration_file_without_a_context_is_applied_with_a_warning(tiny_prior, tmp_path):
+    g = gen(70)
+    truths = torch.rand(4, 1, SIZE, SIZE, generator=g)
+    old = uq.ConformalCalibrator.fit(truths[:, None] + 0.1 * torch.randn(4, 10, 1, SIZE, SIZE, generator=g), truths,
+                                     (0.5, 0.8))
+    assert old.context is None
+    path = old.save(tmp_path / "old.json")
+    with pytest.warns(UserWarning, match="records no sampling settings"):
+        result = ct_workflow("ellipses:2", out=tmp_path / "out", prior=tiny_prior, calibrate=str(path), **FAST)
+    assert result.summary["coverage"]["calibrated"] is not None
+    assert uq.ConformalCalibrator.load(result.files["calibrator"]).context is None
+
+
 def test_cli_uq_ct_help_names_every_option(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["uq-ct", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
+    from invprob.apps.ct_uq.workflow import RESIDUAL_IMAGES
+
+    assert f"fitted on {RESIDUAL_IMAGES} training ellipses" in " ".join(text.split())
     for option in ("--phantom", "--measurement", "--sigma", "--prior", "--angles", "--snr", "--sampler",
                    "--n-samples", "--eval-phantoms", "--calibrate", "--levels", "--window-low", "--map-opt", "--residual",
                    "--sampler-opt", "--seed", "--out"):
@@ -503,7 +548,7 @@ def test_model_error_sigma_measures_what_the_prior_cannot_represent(tmp_path, mo
 
     monkeypatch.setattr(module, "solve", spy)
     run = dict(prior=prior, angles=ANGLES, sampler="langevin", n_samples=10, levels=(0.5,), map_options={"iterations": 2},
-               sampler_options={"n_chains": 2, "burn_in": 2, "thin": 1, "step_size": 1e-3})
+               sampler_options={"n_chains": 2, "burn_in": 2, "thin": 1, "step_size": 1e-3}, residual=None)
     result = ct_workflow(on_range[0], out=tmp_path / "wider", model_error=0.5, **run)
     sigma = result.reconstruction.sigma  # the measurement's own noise std is kept and reported
     assert result.summary["model_error_sigma"] == 0.5 and result.summary["sigma"] == sigma

@@ -201,11 +201,12 @@ def test_calibration_refuses_a_set_too_small_for_the_level():
 
 def test_calibrator_save_load_round_trip(tmp_path):
     samples, truths = _gaussian_phantoms(10, 50, seed=26)
-    cal = uq.ConformalCalibrator.fit(samples, truths, (0.5, 0.8, 0.9), misfit=[1.0] * 10)
+    context = {"prior": "abc", "sampler": "svi", "sampler_options": {"steps": 3}, "residual": None}
+    cal = uq.ConformalCalibrator.fit(samples, truths, (0.5, 0.8, 0.9), misfit=[1.0] * 10, context=context)
     path = cal.save(tmp_path / "sub" / "calibration.json")
     assert path.stat().st_size < 2000
     back = uq.ConformalCalibrator.load(path)
-    assert back.to_dict() == cal.to_dict()
+    assert back.to_dict() == cal.to_dict() and back.context == context
     test_samples, test_truths = _gaussian_phantoms(3, 50, seed=27)
     torch.testing.assert_close(back.coverage(test_samples, test_truths, dim=1),
                                cal.coverage(test_samples, test_truths, dim=1))

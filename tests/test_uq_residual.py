@@ -101,6 +101,22 @@ def test_solve_spd_warns_when_it_runs_out_of_iterations():
         uq.solve_spd(lambda p: diag * p, torch.ones(1, 50, dtype=torch.float64), max_iter=3)
 
 
+def test_solve_spd_batch_equals_each_system_alone_when_they_converge_unevenly():
+    diags = torch.stack([torch.linspace(1, 2, 20), torch.logspace(0, 4, 20)]).double()
+    b = torch.ones(2, 20, dtype=torch.float64)
+    both = uq.solve_spd(lambda p: diags * p, b, tol=1e-8)
+    for i in range(2):
+        alone = uq.solve_spd(lambda p: diags[i:i + 1] * p, b[i:i + 1], tol=1e-8)
+        torch.testing.assert_close(both[i:i + 1], alone, rtol=0, atol=0)
+
+
+def test_solve_spd_refuses_non_finite_data_and_an_indefinite_operator():
+    with pytest.raises(ValueError, match="b"):
+        uq.solve_spd(lambda p: p, torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="not symmetric positive definite"):
+        uq.solve_spd(lambda p: -p, torch.ones(1, 3))
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"tol": 0.0}, "tol"),
     ({"max_iter": 0}, "max_iter"),
@@ -123,3 +139,11 @@ def test_bad_models_and_inputs_are_refused_with_the_argument_named():
         model().condition_mean(op, torch.zeros(1, 1, 3, 3), torch.zeros(op.out_shape), 0.1)
     with pytest.raises(ValueError, match="sigma"):
         model().condition_samples(op, torch.zeros(1, *SHAPE), torch.zeros(op.out_shape), 0.0)
+    with pytest.raises(ValueError, match=r"y: expected one measurement of shape .* \(no batch axis\)"):
+        model().condition_mean(op, torch.zeros(1, *SHAPE), torch.zeros(1, *op.out_shape), 0.1)
+
+
+def test_the_digest_tells_models_apart():
+    assert model(0).digest() == model(0).digest() != model(1).digest()
+    m = model(0)
+    assert uq.GaussianResidual(m.mean, m.var, n_images=11).digest() != m.digest()

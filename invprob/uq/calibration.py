@@ -142,6 +142,7 @@ class ConformalCalibrator:
         correction: str = "pixels",
         calibration_coverage: Sequence[float] | None = None,
         misfit: Sequence[float] | None = None,
+        context: dict[str, Any] | None = None,
     ) -> None:
         self.levels = check_levels(levels)
         self.scales = tuple(check_float(q, "scales", minimum=0) for q in scales)
@@ -157,6 +158,9 @@ class ConformalCalibrator:
         self.correction = correction
         self.calibration_coverage = None if calibration_coverage is None else tuple(map(float, calibration_coverage))
         self.misfit = None if misfit is None else tuple(check_float(m, "misfit", minimum=0) for m in misfit)
+        if context is not None and not isinstance(context, dict):
+            raise TypeError(f"context: expected a JSON-ready dict or None, got {type(context).__name__}")
+        self.context = context
         _check_set_size(self.n_phantoms, self.levels)
 
     @classmethod
@@ -170,6 +174,7 @@ class ConformalCalibrator:
         correction: str = "pixels",
         std_floor: float | None = None,
         misfit: Sequence[float] | None = None,
+        context: dict[str, Any] | None = None,
     ) -> ConformalCalibrator:
         """Fit the scales on ``K`` phantoms: ``samples`` ``(K, S, *shape)`` (sample axis ``dim``) or a
         sequence of ``(S, *shape)`` tensors, and ``truths`` ``(K, *shape)`` or a sequence.
@@ -177,7 +182,9 @@ class ConformalCalibrator:
         ``std_floor`` (default: :data:`DEFAULT_RELATIVE_FLOOR` times the mean posterior std of the
         set) keeps pixels where all samples agree from dividing by zero; ``misfit`` (optional, one
         value per phantom, e.g. the reduced chi-square of :func:`invprob.uq.reach.residual_chi2`) is
-        stored as the reference of the out-of-reach check. Raises ``ValueError`` for fewer phantoms
+        stored as the reference of the out-of-reach check; ``context`` (optional, JSON-ready) records
+        how the samples were drawn (prior, sampler, options), so that a user of the saved file can
+        check it is applied to samples drawn the same way. Raises ``ValueError`` for fewer phantoms
         than the highest level needs (:func:`min_calibration_phantoms`).
         """
         levels = tuple(sorted(set(check_levels(levels))))
@@ -201,7 +208,7 @@ class ConformalCalibrator:
                 rank = math.ceil(level * (n_phantoms + 1) * n_pixels - 1e-9)
             scales.append(float(ordered[min(rank, n) - 1]))
         fitted = cls(levels, scales, std_floor, n_phantoms=n_phantoms, n_pixels=n_pixels, correction=correction,
-                     misfit=misfit)
+                     misfit=misfit, context=context)
         fitted.calibration_coverage = tuple(fitted.coverage(stacked, truth, dim=1).tolist())
         return fitted
 
@@ -241,6 +248,7 @@ class ConformalCalibrator:
             "n_pixels": self.n_pixels,
             "calibration_coverage": None if self.calibration_coverage is None else list(self.calibration_coverage),
             "misfit": None if self.misfit is None else list(self.misfit),
+            "context": self.context,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -274,6 +282,7 @@ class ConformalCalibrator:
                 data["levels"], data["scales"], data["std_floor"], n_phantoms=data["n_phantoms"],
                 n_pixels=data["n_pixels"], correction=data["correction"],
                 calibration_coverage=data.get("calibration_coverage"), misfit=data.get("misfit"),
+                context=data.get("context"),
             )
         except KeyError as err:
             raise CalibrationError(f"calibration file {path}: missing field {err.args[0]!r}") from None

@@ -19,15 +19,20 @@ and a draw of it is a prior draw corrected by the same gain (Matheron's rule):
     r = r0 + V A^T K^{-1} (y - A v - A r0 - e0),    r0 ~ N(mu, V),  e0 ~ N(0, s^2 I).
 
 ``K^{-1}`` is applied by conjugate gradients in float64 (``K`` is symmetric positive definite; one
-``A`` and one ``A^T`` per iteration, every sample of the batch at once). Where ``A`` measures nothing (the
-missing wedge of limited-angle CT), ``r`` keeps its training spread; where it does, the data pin
-it down. The range samples ``v`` come from the sampler's own posterior, whose likelihood ignores
-``r``; this is the approximation. A training set unlike the measured images gives residual
-statistics that do not describe them.
+``A`` and one ``A^T`` per iteration, every sample of the batch at once). The components of ``r``
+that ``A`` does not see (in limited-angle CT, the frequencies of the missing wedge) keep their
+training spread; those it measures are pinned down by the data.
+
+The approximation: the range samples ``v`` come from the sampler's posterior with the plain
+likelihood ``N(y; A v, s^2 I)``, not with the marginal ``N(y; A v + A mu, K)`` of the joint
+model, so ``y`` informs ``v`` and then ``r`` as if they were independent pieces of evidence. The
+added spread is the off-range spread of the training images, not that of the image being
+measured; a training set unlike the measured images gives statistics that do not describe them.
 
 References:
-    Kaipio, Somersalo 2005, "Statistical and Computational Inverse Problems" (Springer), sec. 7.4
-    (the approximation error approach); Hoffman, Ribak 1991, "Constrained realizations of Gaussian
+    Kaipio, Somersalo 2007, "Statistical inverse problems: discretization, model reduction and
+    inverse crimes" (Journal of Computational and Applied Mathematics) (the approximation error
+    approach); Hoffman, Ribak 1991, "Constrained realizations of Gaussian
     fields: a simple algorithm" (Astrophysical Journal Letters) (Matheron's rule); Hestenes,
     Stiefel 1952, "Methods of conjugate gradients for solving linear systems".
 
@@ -46,14 +51,16 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_float, check_int
+from .._checks import check_finite, check_float, check_int
 from ..operators.base import LinearOperator
+from ..priors.base import Prior
 
 DEFAULT_TOL = 1e-5
 DEFAULT_MAX_ITER = 1000
@@ -78,13 +85,13 @@ class GaussianResidual:
             raise ValueError("var: expected finite variances >= 0")
 
     @classmethod
-    def fit(cls, prior, images: torch.Tensor, *, batch_size: int = 32) -> GaussianResidual:
-        """Mean and variance, pixel by pixel, of ``x_i - P(x_i)`` over training ``images`` ``(K, *shape)``, ``K >= 2``.
+    def fit(cls, prior: Prior, images: torch.Tensor, *, batch_size: int = 32) -> GaussianResidual:
+        """Mean and variance, pixel by pixel, of ``x_i - P(x_i)`` over ``n >= 2`` training ``images`` ``(n, *shape)``.
 
         ``P`` is ``prior.project``; ``batch_size`` images are projected at a time.
         """
         if not isinstance(images, torch.Tensor) or images.dim() < 2:
-            raise TypeError(f"images: expected a tensor (K, *shape), got {type(images).__name__}")
+            raise TypeError(f"images: expected a tensor (n, *shape), got {type(images).__name__}")
         if images.shape[0] < 2:
             raise ValueError(f"images: expected at least 2 training images to estimate a variance, got {images.shape[0]}")
         batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -98,12 +105,19 @@ class GaussianResidual:
         """Root mean square of the residual, ``sqrt(mean_j (mu_j^2 + var_j))``, in image units."""
         return float((self.mean.double().pow(2) + self.var.double()).mean().sqrt())
 
+    def digest(self) -> str:
+        """A short hash of ``mean``, ``var`` and ``n_images``: equal for equal models (to key stored results)."""
+        h = hashlib.sha256(str(self.n_images).encode())
+        for t in (self.mean, self.var):
+            h.update(t.detach().to(device="cpu", dtype=torch.float64).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def condition_mean(self, op: LinearOperator, x: torch.Tensor, y: torch.Tensor, sigma: float, *,
                        tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER) -> torch.Tensor:
-        """``x + E[r | x, y]`` for range estimates ``x`` ``(B, *shape)`` of one measurement ``y``."""
-        mean, var = self._like(x)
-        residual = y.unsqueeze(0) - op(x) - op(mean.unsqueeze(0))
-        return x + mean + var * op.adjoint(self._solve(op, residual, sigma, tol, max_iter))
+        """``x + E[r | x, y]`` for range estimates ``x`` ``(B, *shape)`` of one measurement ``y`` ``op.out_shape``."""
+        mean, _ = self._check(op, x, y, sigma)
+        misfit = y.unsqueeze(0) - op(x + mean)
+        return x + mean + self._gain(op, misfit, sigma, tol, max_iter)
 
     def condition_samples(self, op: LinearOperator, samples: torch.Tensor, y: torch.Tensor, sigma: float, *,
                           generator: torch.Generator | None = None, tol: float = DEFAULT_TOL,
@@ -112,25 +126,29 @@ class GaussianResidual:
 
         ``r_s`` is drawn from ``p(r | v_s, y)`` by Matheron's rule; ``sigma`` is the noise std of ``y``.
         """
-        mean, var = self._like(samples)
+        mean, var = self._check(op, samples, y, sigma)
         r0 = mean + var.sqrt() * _randn(samples.shape, generator, samples)
-        e0 = check_float(sigma, "sigma", minimum=0, strict=True) * _randn(
-            (samples.shape[0], *y.shape), generator, samples)
-        residual = y.unsqueeze(0) - op(samples) - op(r0) - e0
-        return samples + r0 + var * op.adjoint(self._solve(op, residual, sigma, tol, max_iter))
+        e0 = sigma * _randn((samples.shape[0], *y.shape), generator, samples)
+        misfit = y.unsqueeze(0) - op(samples + r0) - e0
+        return samples + r0 + self._gain(op, misfit, sigma, tol, max_iter)
 
-    def _like(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check(self, op: LinearOperator, x: torch.Tensor, y: torch.Tensor,
+               sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
         if tuple(x.shape[1:]) != tuple(self.mean.shape):
             raise ValueError(f"x: expected images of shape {tuple(self.mean.shape)} after the batch axis, "
                              f"got {tuple(x.shape)}")
+        if tuple(y.shape) != tuple(op.out_shape):
+            raise ValueError(f"y: expected one measurement of shape {tuple(op.out_shape)} (no batch axis), "
+                             f"got {tuple(y.shape)}")
+        check_float(sigma, "sigma", minimum=0, strict=True)
         return self.mean.to(x), self.var.to(x)
 
-    def _solve(self, op: LinearOperator, b: torch.Tensor, sigma: float, tol: float, max_iter: int) -> torch.Tensor:
-        """``K^{-1} b`` in float64: ``K`` is as ill-conditioned as ``||A||^2 max(var) / sigma^2``."""
-        sigma = check_float(sigma, "sigma", minimum=0, strict=True)
-        var = self.var.to(device=b.device, dtype=torch.float64)
-        w = solve_spd(lambda w: op(var * op.adjoint(w)) + sigma**2 * w, b.double(), tol=tol, max_iter=max_iter)
-        return w.to(b.dtype)
+    def _gain(self, op: LinearOperator, misfit: torch.Tensor, sigma: float, tol: float, max_iter: int) -> torch.Tensor:
+        """``V A^T K^{-1} misfit``, computed in float64 (``K``'s condition number can reach
+        ``1 + ||A||^2 max(var) / sigma^2``) and returned in ``misfit``'s dtype."""
+        var = self.var.to(device=misfit.device, dtype=torch.float64)
+        w = solve_spd(lambda w: op(var * op.adjoint(w)) + sigma**2 * w, misfit.double(), tol=tol, max_iter=max_iter)
+        return (var * op.adjoint(w)).to(misfit.dtype)
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
@@ -143,7 +161,8 @@ def solve_spd(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, *,
 
     Batched along axis 0 of ``b``: each right-hand side stops when its residual is below
     ``tol * ||b||`` and is frozen from then on. Warns (``RuntimeWarning``) when some have not
-    converged after ``max_iter`` iterations.
+    converged after ``max_iter`` iterations; raises ``ValueError`` for a non-finite ``b`` or when
+    ``p^T K p <= 0`` shows that ``K`` is not positive definite.
 
     Example:
         >>> diag = torch.tensor([[1.0, 2.0, 4.0]])
@@ -152,6 +171,7 @@ def solve_spd(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, *,
     """
     check_float(tol, "tol", minimum=0, strict=True)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
+    check_finite(b, "b")
     shape = (-1,) + (1,) * (b.dim() - 1)
 
     def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -167,7 +187,11 @@ def solve_spd(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, *,
         if not bool(active.any()):
             return w
         q = apply(p)
-        alpha = torch.where(active, rr / dot(p, q).clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rr))
+        pq = dot(p, q)
+        if bool((active & ~(pq > 0)).any()):  # also catches NaN
+            raise ValueError("apply: conjugate gradients broke down (p^T K p <= 0 or not finite): K is not "
+                             "symmetric positive definite")
+        alpha = torch.where(active, rr / pq.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rr))
         w = w + alpha.view(shape) * p
         r = r - alpha.view(shape) * q
         rr_new = dot(r, r)

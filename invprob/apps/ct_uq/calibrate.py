@@ -10,6 +10,8 @@ the phantoms it is evaluated on.
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,10 +106,28 @@ def coverage_report(
 
 
 def fit_calibrator(
-    op: LimitedAngleCT, recs: Sequence[Reconstruction], levels: Sequence[float]
+    op: LimitedAngleCT, recs: Sequence[Reconstruction], levels: Sequence[float], context: dict[str, Any]
 ) -> uq.ConformalCalibrator:
-    """Fit the conformal scales on the calibration reconstructions, storing their data misfits for the reach check."""
+    """Fit the conformal scales on the calibration reconstructions, storing their data misfits for the reach
+    check and the sampling ``context`` (:func:`check_context` compares it when the file is reused)."""
     samples = torch.stack([r.samples for r in recs])
     truths = torch.stack([r.truth for r in recs])
     misfits = [misfit(op, r).reduced for r in recs]
-    return uq.ConformalCalibrator.fit(samples, truths, levels, misfit=misfits)
+    return uq.ConformalCalibrator.fit(samples, truths, levels, misfit=misfits, context=context)
+
+
+def check_context(calibrator: uq.ConformalCalibrator, context: dict[str, Any]) -> None:
+    """Refuse a loaded calibrator fitted on samples drawn otherwise than this run's (prior, sampler, options,
+    residual model, model error); warn when the file records no context (written before it was recorded)."""
+    if calibrator.context is None:
+        warnings.warn("calibrate: the calibration file records no sampling settings, so it cannot be checked "
+                      "against this run's prior, sampler and residual model", UserWarning, stacklevel=3)
+        return
+    current = json.loads(json.dumps(context))
+    differ = sorted(k for k in current.keys() | calibrator.context.keys()
+                    if current.get(k) != calibrator.context.get(k))
+    if differ:
+        details = "; ".join(f"{k}: fitted with {calibrator.context.get(k)!r}, this run {current.get(k)!r}"
+                            for k in differ)
+        raise ValueError(f"calibrate: the calibrator was fitted on samples drawn differently ({details}); "
+                         "refit it with --calibrate K under this run's settings")

@@ -127,6 +127,8 @@ def with_residual(op: LimitedAngleCT, residual: uq.GaussianResidual, rec: Recons
     """``rec`` with the off-range residual: samples ``v + r`` (``r`` drawn given ``v`` and ``rec.y``), MAP
     ``v_hat + E[r | v_hat, y]`` (:class:`invprob.uq.GaussianResidual`); the time is added to the sampler's and
     the MAP's seconds, and the range samples' mean is kept as ``range_mean``."""
+    if rec.range_mean is not None:
+        raise ValueError("rec: the off-range residual was added to these samples already")
     start = time.perf_counter()
     with torch.no_grad():
         x_map = None if rec.map is None else residual.condition_mean(op, rec.map[None], rec.y, rec.sigma)[0]

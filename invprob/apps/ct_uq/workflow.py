@@ -17,7 +17,7 @@ from ...data.dicom import DEFAULT_WINDOW
 from ...operators.ct import LimitedAngleCT, check_angles, default_angles
 from ...priors.base import Prior
 from ...progress import progress as progress_bar
-from .calibrate import coverage_report, fit_calibrator, run_set, run_stage
+from .calibrate import check_context, coverage_report, fit_calibrator, run_set, run_stage
 from .figures import reliability_plot, uncertainty_figure
 from .maps import misfit, quality, uq_maps, wedge_ratio
 from .outputs import FILES, StageStore, prior_digest, write_json, write_npz
@@ -161,11 +161,18 @@ def ct_workflow(
     else:
         truth, label = None, "given measurement"
         y_given, sigma_given = load_measurement(measurement, sigma, op, model)
+    if model_error is not None and residual is not None:
+        raise ValueError("model_error: the model-error std and the residual model both account for the prior's "
+                         "off-range error; give one of them (residual=None, or --residual none, to use model_error)")
     tau = _model_error(model_error, op, model, shape)
     residual_model = _residual_model(residual, model, shape)
     residual_info = None if residual_model is None else {
-        "n_images": residual_model.n_images, "rms": residual_model.rms,
+        "n_images": residual_model.n_images, "rms": residual_model.rms, "digest": residual_model.digest(),
         "source": _residual_source(residual, residual_model.n_images)}
+    context = {"prior": prior_digest(model), "sampler": sampler, "sampler_options": sampler_options or {},
+               "residual": None if residual_model is None else residual_info["digest"], "model_error": tau}
+    if loaded is not None:
+        check_context(loaded, context)
     out = Path(out)
     store = StageStore(out, {"model_error": tau, "residual": residual_info,
         "phantom": label, "truth_sum": None if truth is None else float(truth.double().sum()),
@@ -197,7 +204,7 @@ def ct_workflow(
             start = time.perf_counter()
             cals = run_set(op, model, cal_images, cal_labels, prefix="calibration", seed=seed + CALIBRATION_SEED_OFFSET,
                            **common)
-            calibrator = loaded if loaded is not None else (fit_calibrator(op, cals, levels_t) if cals else None)
+            calibrator = loaded if loaded is not None else (fit_calibrator(op, cals, levels_t, context) if cals else None)
             seconds_cal = time.perf_counter() - start
         reach = uq.reach_check(misfit(op, rec), reference=None if calibrator is None else calibrator.misfit)
         coverage = coverage_report([rec, *evals], ["phantom", *eval_labels], levels_t, calibrator)
@@ -321,8 +328,8 @@ def _residual_source(residual: object, n_images: int) -> str:
     if isinstance(residual, str):
         return f"fitted on {n_images} training ellipses"
     if isinstance(residual, torch.Tensor):
-        return f"fitted on {n_images} given images"
-    return f"given, fitted on {n_images} images"
+        return f"fitted on the {n_images} images given as residual"
+    return f"a GaussianResidual given as residual, fitted on {n_images} images"
 
 
 def _residual_note(summary: dict[str, Any]) -> str:
