@@ -221,6 +221,9 @@ def test_the_residual_model_adds_a_conditioned_draw_to_each_range_sample(tiny_pr
     for bad, words in (("gaussian", "residual: expected 'ellipses'"), (torch.zeros(3, 1, 8, 8), r"\(K, 1, 16, 16\)")):
         with pytest.raises(ValueError, match=words):
             ct_workflow("ellipses:2", out=tmp_path / "bad", residual=bad, **run)
+    with pytest.raises(ValueError, match=r"residual: expected a model of images \(1, 16, 16\), got one of \(1, 8, 8\)"):
+        ct_workflow("ellipses:2", out=tmp_path / "bad", residual=uq.GaussianResidual(
+            torch.zeros(1, 8, 8), torch.ones(1, 8, 8), n_images=2), **run)
     with pytest.raises(ValueError, match="model_error: .* give one of them"):
         ct_workflow("ellipses:2", out=tmp_path / "bad", model_error=0.1, **run)
     with pytest.raises(ValueError, match="added to these samples already"):

@@ -83,13 +83,15 @@ def ct_workflow(
     """Limited-angle CT reconstruction with posterior uncertainty maps, calibrated intervals and a reach check.
 
     The phantom is measured with :class:`~invprob.operators.LimitedAngleCT` at ``snr_db`` (or a
-    measured sinogram is given), reconstructed by FBP and the latent MAP, and sampled from the posterior
-    with ``sampler``, each sample plus a draw of the prior's off-range residual (``residual``). Coverage of the pixel-wise central credible intervals is measured on the
+    measured sinogram is given), reconstructed by FBP and the latent MAP, and sampled from the
+    posterior with ``sampler``, each sample plus a draw of the prior's off-range residual
+    (``residual``). Coverage of the pixel-wise central credible intervals is measured on the
     evaluation set (the phantom, when its truth is known, and ``evaluation`` more phantoms); with
-    ``calibrate``, a :class:`invprob.uq.ConformalCalibrator` fitted on phantoms disjoint from
-    the evaluation set (or loaded) rescales the intervals, and both raw and calibrated coverage are
-    reported. The chi-square misfit of the posterior mean on the prior's range (:func:`invprob.uq.reach_check`, against
-    the calibration set's when there is one) flags an input out of the prior's reach; the
+    ``calibrate``, a :class:`invprob.uq.ConformalCalibrator` fitted on phantoms disjoint from the
+    evaluation set (or loaded, and refused if its samples were drawn otherwise) rescales the
+    intervals, and both raw and calibrated coverage are reported. The chi-square misfit of the
+    posterior mean on the prior's range (:func:`invprob.uq.reach_check`, against the calibration
+    set's when there is one) flags an input out of the prior's reach; the
     calibrated intervals are not claimed to hold for it. Every finished reconstruction is written
     at once to ``out/stages``: a rerun with the same settings resumes instead of recomputing.
 
@@ -118,7 +120,8 @@ def ct_workflow(
             ``"ellipses"`` (default) fitted on :data:`RESIDUAL_IMAGES` training ellipses, images
             ``(K, C, N, N)`` to fit it on, a fitted model, or None (samples stay on the prior's range).
             Each sample ``v`` becomes ``v + r``, ``r`` drawn given ``v`` and the measurement, and the
-            MAP gets its conditional mean; this widens the intervals where the truth leaves the range.
+            MAP gets its conditional mean; the intervals widen by the off-range spread of the
+            training images where the scan does not pin ``r`` down.
         seed: phantom ``seed``; evaluation phantom ``i``: ``seed + 1 + i``; calibration phantom
             ``j``: ``seed + 10000 + j``.
         device: torch device of a prior loaded by name.
@@ -169,7 +172,8 @@ def ct_workflow(
     residual_info = None if residual_model is None else {
         "n_images": residual_model.n_images, "rms": residual_model.rms, "digest": residual_model.digest(),
         "source": _residual_source(residual, residual_model.n_images)}
-    context = {"prior": prior_digest(model), "sampler": sampler, "sampler_options": sampler_options or {},
+    digest = prior_digest(model)
+    context = {"prior": digest, "sampler": sampler, "sampler_options": sampler_options or {},
                "residual": None if residual_model is None else residual_info["digest"], "model_error": tau}
     if loaded is not None:
         check_context(loaded, context)
@@ -177,7 +181,7 @@ def ct_workflow(
     store = StageStore(out, {"model_error": tau, "residual": residual_info,
         "phantom": label, "truth_sum": None if truth is None else float(truth.double().sum()),
         "measurement_sum": None if truth is not None else float(y_given.double().sum()),
-        "prior": prior_digest(model), "angles": list(angles_t), "snr_db": float(snr_db), "sampler": sampler,
+        "prior": digest, "angles": list(angles_t), "snr_db": float(snr_db), "sampler": sampler,
         "n_samples": n_samples, "map_options": map_options, "sampler_options": sampler_options, "seed": seed,
     })
 
@@ -245,27 +249,33 @@ def _model_error(model_error: float | str | None, op: LimitedAngleCT, prior: Pri
     if model_error is None:
         return None
     if model_error == "auto":
-        from ...data import load_dataset
-
-        data = load_dataset("ellipses", split="train", size=shape[-1])
-        return model_error_sigma(op, prior, torch.stack([data[i] for i in range(MODEL_ERROR_IMAGES)]))
+        return model_error_sigma(op, prior, _training_ellipses(MODEL_ERROR_IMAGES, shape))
     if isinstance(model_error, str):
         raise ValueError(f"model_error: expected a std >= 0, 'auto' or None, got {model_error!r}")
     return check_float(model_error, "model_error", minimum=0)
 
 
+def _training_ellipses(n: int, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The first ``n`` training ellipses at the prior's size, ``(n, 1, N, N)``."""
+    from ...data import load_dataset
+
+    data = load_dataset("ellipses", split="train", size=shape[-1])
+    return torch.stack([data[i] for i in range(n)])
+
+
 def _residual_model(residual: str | torch.Tensor | uq.GaussianResidual | None, prior: Prior,
                     shape: tuple[int, int, int]) -> uq.GaussianResidual | None:
-    if residual is None or isinstance(residual, uq.GaussianResidual):
+    if residual is None:
+        return None
+    if isinstance(residual, uq.GaussianResidual):
+        if tuple(residual.mean.shape) != shape:
+            raise ValueError(f"residual: expected a model of images {shape}, got one of {tuple(residual.mean.shape)}")
         return residual
     if isinstance(residual, str):
         if residual != "ellipses":
             raise ValueError(f"residual: expected 'ellipses', training images (K, C, N, N), a GaussianResidual "
                              f"or None, got {residual!r}")
-        from ...data import load_dataset
-
-        data = load_dataset("ellipses", split="train", size=shape[-1])
-        residual = torch.stack([data[i] for i in range(RESIDUAL_IMAGES)])
+        residual = _training_ellipses(RESIDUAL_IMAGES, shape)
     if not isinstance(residual, torch.Tensor) or tuple(residual.shape[1:]) != shape:
         got = tuple(residual.shape) if isinstance(residual, torch.Tensor) else type(residual).__name__
         raise ValueError(f"residual: expected training images of shape (K, {', '.join(map(str, shape))}), got {got}")
