@@ -213,7 +213,10 @@ def test_the_residual_model_adds_a_conditioned_draw_to_each_range_sample(tiny_pr
     assert float(added.std(0).mean()) > 0.01
     assert float(widened.reconstruction.std.mean()) > float(rec.std.mean())
     torch.testing.assert_close(widened.reconstruction.range_mean, rec.mean)  # the reach check's misfit is the range's
-    assert widened.summary["reach"]["misfit"] == pytest.approx(on_range.summary["reach"]["misfit"])
+    whitened = residual.misfit(op, rec.mean, rec.y, rec.sigma)  # the range's mean, under the residual's covariance
+    assert widened.summary["reach"]["misfit"]["reduced"] == pytest.approx(whitened.reduced, rel=1e-4)
+    assert on_range.summary["reach"]["misfit"]["reduced"] == pytest.approx(
+        uq.residual_chi2(op, rec.mean, rec.y, rec.sigma).reduced, rel=1e-6)
     given = ct_workflow("ellipses:2", out=tmp_path / "given", residual=images, **run)
     torch.testing.assert_close(given.reconstruction.samples, widened.reconstruction.samples)
     assert given.summary["residual_model"]["source"] == "fitted on the 256 images given as residual"

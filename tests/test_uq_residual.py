@@ -67,6 +67,35 @@ def test_samples_have_the_exact_conditional_mean_and_covariance():
     torch.testing.assert_close(torch.cov(flat.T), cov, rtol=0, atol=0.02)
 
 
+def test_misfit_is_the_chi_square_of_the_data_under_the_models_covariance():
+    residual = model(2)
+    matrix = torch.randn(12, N, generator=gen(14), dtype=torch.float64)
+    op = MatrixOperator(matrix, SHAPE)
+    x = torch.randn(SHAPE, generator=gen(15), dtype=torch.float64)
+    y = torch.randn(12, generator=gen(16), dtype=torch.float64).reshape(op.out_shape)
+    cov = matrix @ torch.diag(residual.var.flatten()) @ matrix.T + 0.2**2 * torch.eye(12, dtype=torch.float64)
+    d = y.flatten() - matrix @ (x + residual.mean).flatten()
+    got = residual.misfit(op, x, y, 0.2, tol=1e-12)
+    assert got.dof == 12 and got.statistic == pytest.approx(float(d @ torch.linalg.solve(cov, d)), rel=1e-8)
+    assert got.reduced == pytest.approx(got.statistic / 12) and 0 < got.p_value < 1
+
+
+def test_misfit_of_data_drawn_from_the_model_is_chi_square_and_the_plain_one_is_not():
+    residual = model(3)
+    matrix = torch.randn(40, N, generator=gen(17), dtype=torch.float64)
+    op = MatrixOperator(matrix, SHAPE)
+    g = gen(18)
+    whitened, plain = [], []
+    for _ in range(200):
+        x = torch.randn(SHAPE, generator=g, dtype=torch.float64)
+        r = residual.mean + residual.var.sqrt() * torch.randn(SHAPE, generator=g, dtype=torch.float64)
+        y = op((x + r)[None])[0] + 0.3 * torch.randn(op.out_shape, generator=g, dtype=torch.float64)
+        whitened.append(residual.misfit(op, x, y, 0.3).reduced)
+        plain.append(uq.residual_chi2(op, x, y, 0.3).reduced)
+    assert sum(whitened) / 200 == pytest.approx(1.0, abs=0.05)  # E[chi^2_m / m] = 1, std of the mean 0.016
+    assert sum(plain) / 200 > 3
+
+
 def test_unmeasured_pixels_keep_the_training_spread_and_measured_ones_are_pinned():
     residual = uq.GaussianResidual(torch.zeros(SHAPE), torch.full(SHAPE, 0.04), n_images=10)
     op = RandomMask(SHAPE, 0.5, seed=0)

@@ -61,6 +61,7 @@ import torch
 from .._checks import check_finite, check_float, check_int
 from ..operators.base import LinearOperator
 from ..priors.base import Prior
+from .reach import Misfit, chi2_sf
 
 DEFAULT_TOL = 1e-5
 DEFAULT_MAX_ITER = 1000
@@ -132,6 +133,22 @@ class GaussianResidual:
         misfit = y.unsqueeze(0) - op(samples + r0) - e0
         return samples + r0 + self._gain(op, misfit, sigma, tol, max_iter)
 
+    def misfit(self, op: LinearOperator, x: torch.Tensor, y: torch.Tensor, sigma: float, *,
+               tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER) -> Misfit:
+        """The chi-square misfit of a range estimate ``x`` (an image, no batch axis) under this model.
+
+        If ``y = A (x + r) + e`` with ``r ~ N(mu, V)`` and ``e ~ N(0, s^2 I)``, then
+        ``d = y - A x - A mu ~ N(0, K)`` and ``T = d^T K^{-1} d`` is a ``chi^2_m`` variable
+        (:class:`invprob.uq.Misfit`; :func:`invprob.uq.reach_check` takes it). Unlike the plain
+        ``||y - A x||^2 / s^2`` it does not count the off-range error the model expects as misfit.
+        """
+        mean, _ = self._check(op, x.unsqueeze(0), y, sigma)
+        with torch.no_grad():
+            d = (y.unsqueeze(0) - op(x.unsqueeze(0) + mean)).double()
+            w = self._solve(op, d, sigma, tol, max_iter)
+        statistic, dof = float((d * w).sum()), int(d.numel())
+        return Misfit(statistic, dof, statistic / dof, chi2_sf(statistic, dof))
+
     def _check(self, op: LinearOperator, x: torch.Tensor, y: torch.Tensor,
                sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
         if tuple(x.shape[1:]) != tuple(self.mean.shape):
@@ -147,8 +164,12 @@ class GaussianResidual:
         """``V A^T K^{-1} misfit``, computed in float64 (``K``'s condition number can reach
         ``1 + ||A||^2 max(var) / sigma^2``) and returned in ``misfit``'s dtype."""
         var = self.var.to(device=misfit.device, dtype=torch.float64)
-        w = solve_spd(lambda w: op(var * op.adjoint(w)) + sigma**2 * w, misfit.double(), tol=tol, max_iter=max_iter)
-        return (var * op.adjoint(w)).to(misfit.dtype)
+        return (var * op.adjoint(self._solve(op, misfit.double(), sigma, tol, max_iter))).to(misfit.dtype)
+
+    def _solve(self, op: LinearOperator, b: torch.Tensor, sigma: float, tol: float, max_iter: int) -> torch.Tensor:
+        """``K^{-1} b`` for a float64 ``b``, ``K = A V A^T + sigma^2 I``."""
+        var = self.var.to(device=b.device, dtype=torch.float64)
+        return solve_spd(lambda w: op(var * op.adjoint(w)) + sigma**2 * w, b, tol=tol, max_iter=max_iter)
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:

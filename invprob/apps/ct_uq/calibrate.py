@@ -106,13 +106,14 @@ def coverage_report(
 
 
 def fit_calibrator(
-    op: LimitedAngleCT, recs: Sequence[Reconstruction], levels: Sequence[float], context: dict[str, Any]
+    op: LimitedAngleCT, recs: Sequence[Reconstruction], levels: Sequence[float], context: dict[str, Any],
+    residual: uq.GaussianResidual | None = None,
 ) -> uq.ConformalCalibrator:
     """Fit the conformal scales on the calibration reconstructions, storing their data misfits for the reach
     check and the sampling ``context`` (:func:`check_context` compares it when the file is reused)."""
     samples = torch.stack([r.samples for r in recs])
     truths = torch.stack([r.truth for r in recs])
-    misfits = [misfit(op, r).reduced for r in recs]
+    misfits = [misfit(op, r, residual).reduced for r in recs]
     return uq.ConformalCalibrator.fit(samples, truths, levels, misfit=misfits, context=context)
 
 

@@ -77,14 +77,19 @@ def wedge_ratio(samples: torch.Tensor, angles: Sequence[float]) -> float | None:
     return float(uq.wedge_energy_ratio(samples, angles))
 
 
-def misfit(op: LimitedAngleCT, rec: Reconstruction) -> uq.Misfit:
-    """The chi-square data misfit (:func:`invprob.uq.residual_chi2`) of the posterior mean on the prior's range.
+def misfit(op: LimitedAngleCT, rec: Reconstruction, residual: uq.GaussianResidual | None = None) -> uq.Misfit:
+    """The chi-square data misfit of the posterior mean on the prior's range.
 
-    This is ``rec.range_mean`` when an off-range residual was added: the reach check asks whether
-    the prior's range explains the data, and the residual would absorb part of any misfit.
+    Without ``residual``: ``||y - A <X>||^2 / sigma^2`` (:func:`invprob.uq.residual_chi2`). With it,
+    the mean of the range samples (``rec.range_mean``, before the residual was added, so the
+    residual's draws cannot absorb a misfit) is tested under the residual model's covariance
+    (:meth:`invprob.uq.GaussianResidual.misfit`): the off-range error that model expects is not
+    counted, the rest is.
     """
+    if residual is None:
+        return uq.residual_chi2(op, rec.mean, rec.y, rec.sigma)
     mean = rec.mean if rec.range_mean is None else rec.range_mean
-    return uq.residual_chi2(op, mean, rec.y, rec.sigma)
+    return residual.misfit(op, mean, rec.y, rec.sigma)
 
 
 def range_distance(prior, x: torch.Tensor) -> float:

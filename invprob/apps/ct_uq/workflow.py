@@ -208,9 +208,10 @@ def ct_workflow(
             start = time.perf_counter()
             cals = run_set(op, model, cal_images, cal_labels, prefix="calibration", seed=seed + CALIBRATION_SEED_OFFSET,
                            **common)
-            calibrator = loaded if loaded is not None else (fit_calibrator(op, cals, levels_t, context) if cals else None)
+            calibrator = loaded if loaded is not None else (fit_calibrator(op, cals, levels_t, context, residual_model)
+                                                           if cals else None)
             seconds_cal = time.perf_counter() - start
-        reach = uq.reach_check(misfit(op, rec), reference=None if calibrator is None else calibrator.misfit)
+        reach = uq.reach_check(misfit(op, rec, residual_model), reference=None if calibrator is None else calibrator.misfit)
         coverage = coverage_report([rec, *evals], ["phantom", *eval_labels], levels_t, calibrator)
         summary = {
             "phantom": label,
