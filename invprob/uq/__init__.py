@@ -20,7 +20,7 @@ per module:
   the prior's reach?);
 - :mod:`~invprob.uq.residual`: :class:`GaussianResidual` (the prior's off-range error as a
   Gaussian fitted on training images, conditioned on the measurement to widen range samples
-  where the prior cannot represent the truth), :func:`solve_spd`.
+  where the prior cannot represent the truth; its chi-square misfit test), :func:`solve_spd`.
 
 The limited-angle CT workflow built on these is :func:`invprob.apps.ct_uq.ct_workflow`.
 

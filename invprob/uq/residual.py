@@ -21,7 +21,10 @@ and a draw of it is a prior draw corrected by the same gain (Matheron's rule):
 ``K^{-1}`` is applied by conjugate gradients in float64 (``K`` is symmetric positive definite; one
 ``A`` and one ``A^T`` per iteration, every sample of the batch at once). The components of ``r``
 that ``A`` does not see (in limited-angle CT, the frequencies of the missing wedge) keep their
-training spread; those it measures are pinned down by the data.
+training spread; those it measures are pinned down by the data. Under the same model,
+``d = y - A v - A mu ~ N(0, K)``, so ``d^T K^{-1} d`` is a chi-square variable with ``m`` degrees
+of freedom: :meth:`GaussianResidual.misfit`, the data-misfit test that does not count the
+off-range error the model expects. No gradients are taken through any of this.
 
 The approximation: the range samples ``v`` come from the sampler's posterior with the plain
 likelihood ``N(y; A v, s^2 I)``, not with the marginal ``N(y; A v + A mu, K)`` of the joint
@@ -113,6 +116,7 @@ class GaussianResidual:
             h.update(t.detach().to(device="cpu", dtype=torch.float64).contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
+    @torch.no_grad()
     def condition_mean(self, op: LinearOperator, x: torch.Tensor, y: torch.Tensor, sigma: float, *,
                        tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER) -> torch.Tensor:
         """``x + E[r | x, y]`` for range estimates ``x`` ``(B, *shape)`` of one measurement ``y`` ``op.out_shape``."""
@@ -120,6 +124,7 @@ class GaussianResidual:
         misfit = y.unsqueeze(0) - op(x + mean)
         return x + mean + self._gain(op, misfit, sigma, tol, max_iter)
 
+    @torch.no_grad()
     def condition_samples(self, op: LinearOperator, samples: torch.Tensor, y: torch.Tensor, sigma: float, *,
                           generator: torch.Generator | None = None, tol: float = DEFAULT_TOL,
                           max_iter: int = DEFAULT_MAX_ITER) -> torch.Tensor:
@@ -133,6 +138,7 @@ class GaussianResidual:
         misfit = y.unsqueeze(0) - op(samples + r0) - e0
         return samples + r0 + self._gain(op, misfit, sigma, tol, max_iter)
 
+    @torch.no_grad()
     def misfit(self, op: LinearOperator, x: torch.Tensor, y: torch.Tensor, sigma: float, *,
                tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER) -> Misfit:
         """The chi-square misfit of a range estimate ``x`` (an image, no batch axis) under this model.
@@ -143,9 +149,8 @@ class GaussianResidual:
         ``||y - A x||^2 / s^2`` it does not count the off-range error the model expects as misfit.
         """
         mean, _ = self._check(op, x.unsqueeze(0), y, sigma)
-        with torch.no_grad():
-            d = (y.unsqueeze(0) - op(x.unsqueeze(0) + mean)).double()
-            w = self._solve(op, d, sigma, tol, max_iter)
+        d = (y.unsqueeze(0) - op(x.unsqueeze(0) + mean)).double()
+        w = self._solve(op, d, sigma, tol, max_iter)
         statistic, dof = float((d * w).sum()), int(d.numel())
         return Misfit(statistic, dof, statistic / dof, chi2_sf(statistic, dof))
 

@@ -130,12 +130,10 @@ def with_residual(op: LimitedAngleCT, residual: uq.GaussianResidual, rec: Recons
     if rec.range_mean is not None:
         raise ValueError("rec: the off-range residual was added to these samples already")
     start = time.perf_counter()
-    with torch.no_grad():
-        x_map = None if rec.map is None else residual.condition_mean(op, rec.map[None], rec.y, rec.sigma)[0]
+    x_map = None if rec.map is None else residual.condition_mean(op, rec.map[None], rec.y, rec.sigma)[0]
     seconds_map = rec.seconds_map + time.perf_counter() - start
     start = time.perf_counter()
-    with torch.no_grad():
-        samples = residual.condition_samples(op, rec.samples, rec.y, rec.sigma, generator=generator)
+    samples = residual.condition_samples(op, rec.samples, rec.y, rec.sigma, generator=generator)
     return replace(rec, map=x_map, samples=samples, seconds_map=seconds_map,
                    seconds_sampler=rec.seconds_sampler + time.perf_counter() - start, range_mean=rec.mean)
 
