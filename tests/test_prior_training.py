@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from invprob.priors import TRUMPET, RealNVP, load_prior_file
-from invprob.training import CheckpointError, bits_per_dim, train_flow, train_trumpet
+from invprob.training import CheckpointError, adopt_injective, bits_per_dim, train_flow, train_trumpet
 
 from checkpoint_tools import edit_config
 
@@ -68,6 +68,29 @@ def test_phase_two_leaves_the_injective_part_untouched(tmp_path):
     train_trumpet(prior2, _blobs(), tmp_path / "b", **T_OPTS)
     for k, v in prior2.injective.state_dict().items():
         torch.testing.assert_close(v, g_state[k], rtol=0, atol=0)
+
+
+def test_a_new_latent_flow_is_fitted_on_an_adopted_injective_part(tmp_path):
+    source = _trumpet()
+    train_trumpet(source, _blobs(), tmp_path / "source", **T_OPTS)
+    torch.manual_seed(1)
+    prior = TRUMPET((1, 8, 8), 16, n_scales=2, hidden=8, unet_depth=1, n_latent_steps=3, latent_hidden=32).double()
+    adopt_injective(prior, source)
+    report = train_trumpet(prior, _blobs(), tmp_path / "refit", **{**T_OPTS, "mse_steps": 0})
+    assert "mse" not in report and not (tmp_path / "refit" / "mse-state").exists()
+    assert sum(report["ml"]["latent_nll"][-5:]) < sum(report["ml"]["latent_nll"][:5])
+    x = _blobs(4, seed=2).double()
+    torch.testing.assert_close(prior.project(x), source.project(x), rtol=0, atol=0)
+    loaded = load_prior_file(tmp_path / "refit")
+    assert loaded.metadata["options"]["mse_steps"] == 0 and loaded.config()["n_latent_steps"] == 3
+
+
+def test_adopting_an_injective_part_needs_the_same_architecture():
+    other = TRUMPET((1, 8, 8), 16, n_scales=2, hidden=4, unet_depth=1, n_latent_steps=2, latent_hidden=16).double()
+    with pytest.raises(ValueError, match=r"source: its injective part differs from the prior's \(hidden 8 vs 4\)"):
+        adopt_injective(_trumpet(), other)
+    with pytest.raises(TypeError, match="source: expected a TRUMPET, got RealNVP"):
+        adopt_injective(_trumpet(), _realnvp())
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
@@ -135,7 +158,9 @@ def test_corrupt_or_mismatched_checkpoints_are_refused_with_the_file_named(tmp_p
 
 def test_bad_arguments_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="mse_steps"):
-        train_trumpet(_trumpet(), _blobs(), tmp_path, mse_steps=0, ml_steps=1)
+        train_trumpet(_trumpet(), _blobs(), tmp_path, mse_steps=-1, ml_steps=1)
+    with pytest.raises(ValueError, match="mse_steps, ml_steps: expected at least one step.*got 0 and 0"):
+        train_trumpet(_trumpet(), _blobs(), tmp_path, mse_steps=0, ml_steps=0)
     with pytest.raises(ValueError, match="mse_stepz"):
         train_trumpet(_trumpet(), _blobs(), tmp_path, mse_stepz=3, mse_steps=1, ml_steps=1)
     with pytest.raises(TypeError, match="expected a TRUMPET"):

@@ -20,9 +20,9 @@ from .relaxed import RelaxedTrainOptions, train_relaxed_flow
 __all__ += ["NIFTrainOptions", "RelaxedTrainOptions", "train_nif", "train_relaxed_flow"]
 
 from .common import bits_per_dim
-from .priors import FlowTrainOptions, TrumpetTrainOptions, train_flow, train_trumpet
+from .priors import FlowTrainOptions, TrumpetTrainOptions, adopt_injective, train_flow, train_trumpet
 
-__all__ += ["FlowTrainOptions", "TrumpetTrainOptions", "bits_per_dim", "train_flow", "train_trumpet"]
+__all__ += ["FlowTrainOptions", "TrumpetTrainOptions", "adopt_injective", "bits_per_dim", "train_flow", "train_trumpet"]
 
 from .amortized import AmortizedTrainingOptions, train_amortized
 

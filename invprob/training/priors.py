@@ -59,7 +59,8 @@ from .loop import LossFn
 class TrumpetTrainOptions(TrainOptions):
     """Options of :func:`train_trumpet` (unknown keys are rejected)."""
 
-    mse_steps: int = Field(500, ge=1, description="phase 1: steps of eq. 3 on the injective part (the shipped priors use 2500+)")
+    mse_steps: int = Field(500, ge=0, description="phase 1: steps of eq. 3 on the injective part (the shipped priors use 2500+; "
+                           "0 keeps a trained one, see adopt_injective)")
     ml_steps: int = Field(200, ge=0, description="phase 2: steps of eq. 4 on the latent flow")
     lr: float = Field(1e-3, gt=0)
     ml_lr: float | None = Field(None, gt=0, description="phase-2 learning rate (default: lr)")
@@ -101,6 +102,8 @@ def train_trumpet(
     dict then has ``finished=False``. See :class:`TrumpetTrainOptions` for the options.
     """
     opts, val = prepare(prior, TRUMPET, TrumpetTrainOptions, options, dataset, val_dataset, "train_trumpet")
+    if opts.mse_steps == 0 and opts.ml_steps == 0:
+        raise ValueError("mse_steps, ml_steps: expected at least one step over the two phases, got 0 and 0")
     g_params = list(prior.injective.parameters())
     h_params = [*prior.latent_flow.parameters(), prior.base_mean, prior.base_log_std]
     phases = [
@@ -111,6 +114,47 @@ def train_trumpet(
         prior, dataset, out_dir, phases, trainer="train_trumpet", opts=opts, resume=resume, stop_after=stop_after,
         command=command, final_metrics=lambda p: {**_rel_error(val)(p), **_latent_nll(val)(p)},
     )
+
+
+#: The TRUMPET config keys that shape its injective part ``g`` (the others shape the latent flow ``h``).
+INJECTIVE_KEYS = ("data_shape", "latent_dim", "n_scales", "n_bijective", "hidden", "unet_depth", "variant", "gamma")
+
+
+def adopt_injective(prior: TRUMPET, source: TRUMPET) -> TRUMPET:
+    """Copy the trained injective part ``g`` of ``source`` into ``prior`` (in place) and return ``prior``.
+
+    Phase 2 of :func:`train_trumpet` fits the latent flow ``h`` by maximum likelihood of the frozen
+    preimages ``z'_i = g^dagger(x_i)`` and never changes ``g``, so a different latent flow (another
+    ``latent_flow``, ``n_latent_steps`` or ``latent_hidden``) can be fitted on a ``g`` that is
+    already trained: adopt it, then train with ``mse_steps=0``. The two priors must agree on every
+    key of :data:`INJECTIVE_KEYS`; the latent flow and the base of ``prior`` keep their own values.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from invprob.priors import TRUMPET
+        >>> trained = TRUMPET((1, 8, 8), 4, n_scales=2, hidden=4, unet_depth=1, latent_flow="linear")
+        >>> prior = adopt_injective(TRUMPET((1, 8, 8), 4, n_scales=2, hidden=4, unet_depth=1, n_latent_steps=2), trained)
+        >>> x = torch.rand(2, 1, 8, 8) * 2 - 1
+        >>> torch.equal(prior.project(x), trained.project(x))
+        True
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     report = train_trumpet(prior, torch.rand(16, 1, 8, 8) * 2 - 1, tmp, mse_steps=0, ml_steps=2,
+        ...                            batch_size=8, progress=False)
+        >>> report["finished"], torch.equal(prior.project(x), trained.project(x))
+        (True, True)
+    """
+    for name, value in (("prior", prior), ("source", source)):
+        if not isinstance(value, TRUMPET):
+            raise TypeError(f"{name}: expected a TRUMPET, got {type(value).__name__}")
+    mine, theirs = prior.config(), source.config()
+    differ = [key for key in INJECTIVE_KEYS if mine[key] != theirs[key]]
+    if differ:
+        listed = ", ".join(f"{key} {mine[key]!r} vs {theirs[key]!r}" for key in differ)
+        raise ValueError(f"source: its injective part differs from the prior's ({listed})")
+    with torch.no_grad():
+        for mine_p, theirs_p in zip(prior.injective.state_dict().values(), source.injective.state_dict().values(), strict=True):
+            mine_p.copy_(theirs_p.to(mine_p.dtype))
+    return prior
 
 
 def train_flow(
