@@ -1,6 +1,7 @@
 """MAP solvers: iflow, iflow-l, csgm, dip, tv on problems built to be solvable."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from solver_problems import SHAPE, linear_problem, rel_error, seeded
 
 from invprob.operators import Identity, RandomMask, from_callable, from_matrix
 from invprob.priors import LinearGaussianPrior
-from invprob.solvers import SolverDiverged, solve
+from invprob.solvers import MisfitWarning, SolverDiverged, solve
 from invprob.solvers.baselines import divergence, image_gradient, total_variation, tv_prox
 from invprob.solvers.dip import Hourglass
 
@@ -87,6 +88,19 @@ def test_iflow_l_estimates_sigma_from_the_range_constrained_residual():
     assert result.extras["sigma_source"] == "estimated"
     ratio = result.extras["sigma"] / sigma
     assert float(ratio.mean()) == pytest.approx(1.0, abs=0.15) and bool((ratio > 0.6).all() and (ratio < 1.4).all())
+
+
+def test_iflow_l_flags_an_estimate_that_does_not_explain_its_measurement():
+    """extras['misfit'] is ||y - A x_hat||^2 / (m sigma^2): about 1 at the true sigma, a warning when far above."""
+    p = linear_problem(dtype=torch.float64, sigma=0.1)
+    common = dict(optimizer="gd", lr=0.5, iterations=300, start_range=None, **QUIET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MisfitWarning)
+        fine = solve(p.op, p.prior, p.y, "iflow-l", sigma=0.1, **common)
+    assert fine.extras["misfit"].shape == (2,) and bool((fine.extras["misfit"] < 3).all())
+    with pytest.warns(MisfitWarning, match=r"iflow-l: the estimate of image\(s\) \[0, 1\] does not explain its measurement"):
+        wrong = solve(p.op, p.prior, p.y, "iflow-l", sigma=1e-3, **common)
+    torch.testing.assert_close(wrong.extras["misfit"], fine.extras["misfit"] * 1e4, rtol=0.2, atol=0)
 
 
 def test_iflow_l_per_sample_sigma_matches_singles():

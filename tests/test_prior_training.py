@@ -83,12 +83,20 @@ def test_a_new_latent_flow_is_fitted_on_an_adopted_injective_part(tmp_path):
     torch.testing.assert_close(prior.project(x), source.project(x), rtol=0, atol=0)
     loaded = load_prior_file(tmp_path / "refit")
     assert loaded.metadata["options"]["mse_steps"] == 0 and loaded.config()["n_latent_steps"] == 3
+    torch.testing.assert_close(loaded.project(x), source.project(x), rtol=0, atol=0)
 
 
 def test_adopting_an_injective_part_needs_the_same_architecture():
     other = TRUMPET((1, 8, 8), 16, n_scales=2, hidden=4, unet_depth=1, n_latent_steps=2, latent_hidden=16).double()
-    with pytest.raises(ValueError, match=r"source: its injective part differs from the prior's \(hidden 8 vs 4\)"):
+    with pytest.raises(ValueError, match=r"source: expected an injective part like the prior's, got hidden 4 \(prior: 8\)"):
         adopt_injective(_trumpet(), other)
+    with pytest.raises(ValueError, match="source: expected a trained injective part"):
+        adopt_injective(_trumpet(), _trumpet())
+
+
+def test_keeping_an_untrained_injective_part_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="mse_steps: 0 keeps the injective part as it is, so it must be trained"):
+        train_trumpet(_trumpet(), _blobs(), tmp_path, **{**T_OPTS, "mse_steps": 0})
     with pytest.raises(TypeError, match="source: expected a TRUMPET, got RealNVP"):
         adopt_injective(_trumpet(), _realnvp())
 

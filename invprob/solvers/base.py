@@ -52,6 +52,10 @@ class SolverDiverged(RuntimeError):
     """A solver's loss became NaN or Inf."""
 
 
+class MisfitWarning(UserWarning):
+    """An estimate that does not explain its measurement: its data misfit is far above the noise level."""
+
+
 @dataclass
 class Result:
     """What every method returns.

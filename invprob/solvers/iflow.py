@@ -36,7 +36,11 @@ of lowest objective. An image whose projection leaves the plausible range (value
 :class:`SolverDiverged` names it. With ``clip_output`` (default) the returned image is clipped to
 ``start_range``, the data range: a projection onto a box, so for a truth inside the box every
 pixel's error can only shrink (the range of an injective flow overshoots it at edges, e.g. in ×4
-super-resolution).
+super-resolution). iFlow-L records each image's reduced chi-square ``||y - A x_hat||^2 / (m sigma^2)``
+in ``Result.extras["misfit"]`` (about 1 for an estimate that fits its measurement at the noise level)
+and warns (:class:`MisfitWarning`) above :data:`MISFIT_LIMIT`: such an estimate was decided by the
+prior's term, not the data (e.g. a start far outside the prior's typical set, where a coupling-layer
+latent density is enormous and steep, or a sigma much smaller than the noise).
 
 References:
     Kothari, Khorashadizadeh, de Hoop, Dokmanić (2021), "Trumpets: Injective Flows for Inference
@@ -59,16 +63,21 @@ from __future__ import annotations
 
 from typing import Literal
 
+import warnings
+
 import torch
 from pydantic import Field, field_validator
 
 from ..operators.base import LinearOperator, Operator
 from ..priors.base import Prior
 from ._common import IterativeOptions, NoiseLevel, make_optimizer, squared_residual
-from .base import Callback, Result, Solver, SolverDiverged, register, sigma_per_sample
+from .base import Callback, MisfitWarning, Result, Solver, SolverDiverged, register, sigma_per_sample
 from .driver import StoppingOptions, StoppingRule, Trace, iterate
 
 FIT_GROWTH = 1e4
+#: iFlow-L warns (:class:`MisfitWarning`) when an estimate's reduced chi-square ``||y - A x_hat||^2 / (m sigma^2)``
+#: exceeds this: its residual is 10x the noise level, so the prior's term, not the data, decided the image.
+MISFIT_LIMIT = 100.0
 
 
 class IFlowOptions(IterativeOptions, StoppingOptions):
@@ -165,6 +174,10 @@ class IFlowL(IFlow):
         callback: Callback | None,
         generator: torch.Generator | None,
     ) -> Result:
+        return _flag_misfit(self.name, op, y, self._iterate(op, prior, y, x_init, callback))
+
+    def _iterate(self, op: Operator, prior: Prior | None, y: torch.Tensor, x_init: torch.Tensor | None,
+                 callback: Callback | None) -> Result:
         opts = self.options
         state = _State(self, op, prior, y, x_init)
         sigma = sigma_per_sample(opts.sigma, y)
@@ -183,6 +196,24 @@ class IFlowL(IFlow):
         for key, values in trace.history.items():
             history.setdefault(key, []).extend(values)
         return state.result(history, _extras(sigma, source, used + trace.iterations, trace.stopped_by))
+
+
+def _flag_misfit(name: str, op: Operator, y: torch.Tensor, result: Result) -> Result:
+    """Record each image's reduced chi-square in ``extras["misfit"]``; warn for those above :data:`MISFIT_LIMIT`."""
+    with torch.no_grad():
+        sigma = torch.as_tensor(result.extras["sigma"], dtype=y.dtype, device=y.device).reshape(-1)
+        misfit = squared_residual(op, result.x_hat, y) / (y[0].numel() * sigma.pow(2))
+    result.extras["misfit"] = misfit
+    bad = torch.nonzero(misfit > MISFIT_LIMIT).flatten().tolist()
+    if bad:
+        warnings.warn(
+            f"{name}: the estimate of image(s) {bad} does not explain its measurement: ||y - A x_hat||^2 / (m sigma^2) "
+            f"= {float(misfit[bad].max()):.3g} (about 1 for a fit at the noise level; warned above {MISFIT_LIMIT:g}). "
+            "The prior's term outweighed the data: start='latent' (the default) starts on the prior's typical set; "
+            "otherwise check sigma, or the prior cannot represent this measurement",
+            MisfitWarning, stacklevel=4,
+        )
+    return result
 
 
 def _extras(sigma: torch.Tensor, source: str, iterations: int, stopped_by: str) -> dict[str, object]:

@@ -104,6 +104,9 @@ def train_trumpet(
     opts, val = prepare(prior, TRUMPET, TrumpetTrainOptions, options, dataset, val_dataset, "train_trumpet")
     if opts.mse_steps == 0 and opts.ml_steps == 0:
         raise ValueError("mse_steps, ml_steps: expected at least one step over the two phases, got 0 and 0")
+    if opts.mse_steps == 0 and not _trained(prior.injective):
+        raise ValueError("mse_steps: 0 keeps the injective part as it is, so it must be trained (see adopt_injective); "
+                         "got one whose actnorms are not initialised")
     g_params = list(prior.injective.parameters())
     h_params = [*prior.latent_flow.parameters(), prior.base_mean, prior.base_log_std]
     phases = [
@@ -132,14 +135,14 @@ def adopt_injective(prior: TRUMPET, source: TRUMPET) -> TRUMPET:
     Example:
         >>> import tempfile, torch
         >>> from invprob.priors import TRUMPET
+        >>> data = torch.rand(16, 1, 8, 8) * 2 - 1
         >>> trained = TRUMPET((1, 8, 8), 4, n_scales=2, hidden=4, unet_depth=1, latent_flow="linear")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = train_trumpet(trained, data, tmp, mse_steps=2, ml_steps=0, batch_size=8, progress=False)
         >>> prior = adopt_injective(TRUMPET((1, 8, 8), 4, n_scales=2, hidden=4, unet_depth=1, n_latent_steps=2), trained)
         >>> x = torch.rand(2, 1, 8, 8) * 2 - 1
-        >>> torch.equal(prior.project(x), trained.project(x))
-        True
         >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     report = train_trumpet(prior, torch.rand(16, 1, 8, 8) * 2 - 1, tmp, mse_steps=0, ml_steps=2,
-        ...                            batch_size=8, progress=False)
+        ...     report = train_trumpet(prior, data, tmp, mse_steps=0, ml_steps=2, batch_size=8, progress=False)
         >>> report["finished"], torch.equal(prior.project(x), trained.project(x))
         (True, True)
     """
@@ -149,12 +152,17 @@ def adopt_injective(prior: TRUMPET, source: TRUMPET) -> TRUMPET:
     mine, theirs = prior.config(), source.config()
     differ = [key for key in INJECTIVE_KEYS if mine[key] != theirs[key]]
     if differ:
-        listed = ", ".join(f"{key} {mine[key]!r} vs {theirs[key]!r}" for key in differ)
-        raise ValueError(f"source: its injective part differs from the prior's ({listed})")
-    with torch.no_grad():
-        for mine_p, theirs_p in zip(prior.injective.state_dict().values(), source.injective.state_dict().values(), strict=True):
-            mine_p.copy_(theirs_p.to(mine_p.dtype))
+        listed = ", ".join(f"{key} {theirs[key]!r} (prior: {mine[key]!r})" for key in differ)
+        raise ValueError(f"source: expected an injective part like the prior's, got {listed}")
+    if not _trained(source.injective):
+        raise ValueError("source: expected a trained injective part, got one whose actnorms are not initialised")
+    prior.injective.load_state_dict(source.injective.state_dict())
     return prior
+
+
+def _trained(module: torch.nn.Module) -> bool:
+    """Whether every data-initialised layer (actnorm) of ``module`` has been initialised."""
+    return all(bool(buffer) for name, buffer in module.named_buffers() if name.endswith("initialized"))
 
 
 def train_flow(
