@@ -232,6 +232,7 @@ def install(name: str, trained: Path) -> Path:
 def _model_card(name: str, spec: Spec, record: dict[str, Any], metrics: dict[str, Any], n_params: int,
                 seconds: float, target: Path) -> str:
     meta = record.get("metadata", {})
+    adopted = meta.get("options", {}).get("mse_steps") == 0  # phase 1 skipped: --injective-from
     size_mb = checkpoint_path(target).stat().st_size / 2**20
     lines = [
         f"# {name}", "", spec.description, "",
@@ -242,10 +243,10 @@ def _model_card(name: str, spec: Spec, record: dict[str, Any], metrics: dict[str
         f"- seed: {spec.seed}; options: `{json.dumps(spec.options)}`",
         *([f"- phase 1 not re-run: the injective part was adopted from a trained prior with the same architecture "
            f"(`--injective-from`); options of this run: `{json.dumps(meta['options'])}`"]
-          if meta.get("options", {}).get("mse_steps") == 0 else []),
+          if adopted else []),
         f"- training command: `{meta.get('command', 'python scripts/train_pretrained.py ' + name)}`",
         f"- training time on this machine: {seconds / 60:.1f} min of optimisation steps, "
-        f"{'phase 2 only (phase 1 ran when the adopted prior was trained)' if meta.get('options', {}).get('mse_steps') == 0 else 'all phases'} "
+        f"{'phase 2 only (phase 1 ran when the adopted prior was trained)' if adopted else 'all phases'} "
         f"({platform.node()}, 2 CPU cores shared with other jobs, {torch.get_num_threads()} torch thread(s))",
         f"- versions: {record.get('versions')}",
         "", "## Test metrics", "",

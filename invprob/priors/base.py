@@ -32,6 +32,11 @@ LOG_2PI = math.log(2 * math.pi)
 PRIOR_CLASSES: dict[str, type["Prior"]] = {}
 
 
+def layers_initialized(module: torch.nn.Module) -> bool:
+    """Whether every layer of ``module`` with data-dependent initialisation (ActNorm) has seen data."""
+    return all(bool(buffer) for name, buffer in module.named_buffers() if name.endswith("initialized"))
+
+
 class Prior(nn.Module, ABC):
     """Base class of the generative priors; see the module docstring for the contract."""
 
@@ -104,7 +109,7 @@ class Prior(nn.Module, ABC):
     @property
     def is_initialized(self) -> bool:
         """False while a layer with data-dependent initialisation (ActNorm) has not seen data yet."""
-        return all(bool(buffer) for name, buffer in self.named_buffers() if name.endswith("initialized"))
+        return layers_initialized(self)
 
     def mean_image(self) -> torch.Tensor:
         """``f(E[z])``: the image of the latent mean, shape ``(1, *data_shape)``; a point on the range.

@@ -94,8 +94,9 @@ class TRUMPET(Prior):
     (such as the pseudo-inverse starts of iFlow); coupling layers divide by scales down to 0.01 in
     the normalising direction and can, but they model a multimodal latent set far better (lower
     test NLL, samples that look like the data). ``trumpet-mnist`` ships a revnet latent flow,
-    ``trumpet-ellipses`` an affine one; benchmarks/BENCHMARKS.md measures both choices on solvers. ``variant`` selects the linear or ReLU injective
-    convolution, ``gamma`` the Tikhonov regularisation of its pseudo-inverse.
+    ``trumpet-ellipses`` an affine one; benchmarks/BENCHMARKS.md measures both choices on solvers.
+    ``variant`` selects the linear or ReLU injective convolution, ``gamma`` the Tikhonov
+    regularisation of its pseudo-inverse.
     """
 
     log_prob_kind = "bound"

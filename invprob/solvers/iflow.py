@@ -61,9 +61,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import warnings
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator

@@ -40,7 +40,7 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from ..priors.base import Prior
+from ..priors.base import Prior, layers_initialized
 from ..priors.trumpet import TRUMPET
 from .common import (
     DequantisedOptions,
@@ -104,7 +104,7 @@ def train_trumpet(
     opts, val = prepare(prior, TRUMPET, TrumpetTrainOptions, options, dataset, val_dataset, "train_trumpet")
     if opts.mse_steps == 0 and opts.ml_steps == 0:
         raise ValueError("mse_steps, ml_steps: expected at least one step over the two phases, got 0 and 0")
-    if opts.mse_steps == 0 and not _trained(prior.injective):
+    if opts.mse_steps == 0 and not layers_initialized(prior.injective):
         raise ValueError("mse_steps: 0 keeps the injective part as it is, so it must be trained (see adopt_injective); "
                          "got one whose actnorms are not initialised")
     g_params = list(prior.injective.parameters())
@@ -154,15 +154,10 @@ def adopt_injective(prior: TRUMPET, source: TRUMPET) -> TRUMPET:
     if differ:
         listed = ", ".join(f"{key} {theirs[key]!r} (prior: {mine[key]!r})" for key in differ)
         raise ValueError(f"source: expected an injective part like the prior's, got {listed}")
-    if not _trained(source.injective):
+    if not layers_initialized(source.injective):
         raise ValueError("source: expected a trained injective part, got one whose actnorms are not initialised")
     prior.injective.load_state_dict(source.injective.state_dict())
     return prior
-
-
-def _trained(module: torch.nn.Module) -> bool:
-    """Whether every data-initialised layer (actnorm) of ``module`` has been initialised."""
-    return all(bool(buffer) for name, buffer in module.named_buffers() if name.endswith("initialized"))
 
 
 def train_flow(
