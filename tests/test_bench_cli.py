@@ -110,6 +110,17 @@ def test_other_configuration_in_out_dir_is_refused(tmp_path, pca_prior_dir):
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_run_on_more_images_keeps_the_finished_cells_and_fewer_images_is_refused(tmp_path, pca_prior_dir):
+    _run(tmp_path / "grow", pca_prior_dir, n_images=1)
+    rows = (tmp_path / "grow" / "results.jsonl").read_text().splitlines()
+    grown = _run(tmp_path / "grow", pca_prior_dir, n_images=2)
+    after = (tmp_path / "grow" / "results.jsonl").read_text().splitlines()
+    assert after[: len(rows)] == rows and len(after) == 2 * len(rows)
+    assert grown.summary["snr"]["sr:4"]["tv"][2] == 2  # (mean, std, count)
+    with pytest.raises(ValueError, match="another configuration.*n_images"):
+        _run(tmp_path / "grow", pca_prior_dir, n_images=1)
+
+
 @pytest.mark.parametrize("command", [[], ["bench"], ["priors"], ["solve"]])
 def test_help_is_complete(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -66,6 +66,37 @@ def test_iflow_latent_start_is_the_latent_posterior_mode():
     assert rel_error(result.x_hat, exact) < 1e-5
 
 
+def test_iflow_l_latent_and_range_densities_agree_for_a_linear_generator():
+    """A linear generator's volume term is a constant: density='latent' and 'range' reach the same mode."""
+    sigma = 0.1
+    p = linear_problem(dtype=torch.float64, sigma=sigma)
+    exact = p.prior.exact_posterior(p.op, p.y, sigma).mean
+    common = dict(optimizer="gd", lr=0.5, iterations=300, sigma=sigma, clip_output=False, **QUIET)
+    latent = solve(p.op, p.prior, p.y, "iflow-l", density="latent", **common)
+    on_range = solve(p.op, p.prior, p.y, "iflow-l", density="range", **common)
+    assert rel_error(latent.x_hat, exact) < 1e-6
+    torch.testing.assert_close(latent.x_hat, on_range.x_hat)
+
+
+@pytest.mark.filterwarnings("ignore::invprob.solvers.MisfitWarning")
+@pytest.mark.parametrize("density, used", [("latent", "project_with_latent_log_prob"), ("range", "project_with_log_prob")])
+def test_iflow_l_density_selects_the_prior_term(density, used, monkeypatch):
+    p = linear_problem(dtype=torch.float64, sigma=0.1)
+    calls = {name: 0 for name in ("project_with_latent_log_prob", "project_with_log_prob")}
+    for name in calls:
+        method = getattr(p.prior, name)
+
+        def counted(x, _method=method, _name=name):
+            calls[_name] += 1
+            return _method(x)
+
+        monkeypatch.setattr(p.prior, name, counted)
+    solve(p.op, p.prior, p.y, "iflow-l", density=density, sigma=0.1, iterations=5, tol=0.0, **QUIET)
+    assert calls[used] >= 5 and sum(calls.values()) == calls[used]
+    with pytest.raises(ValueError, match="density"):
+        solve(p.op, p.prior, p.y, "iflow-l", density="manifold", sigma=0.1, **QUIET)
+
+
 def test_iflow_l_weight_is_lam_times_sigma_squared():
     sigma = 0.1
     p = linear_problem(dtype=torch.float64, sigma=sigma)

@@ -58,6 +58,18 @@ def test_log_prob_is_finite_and_differentiable(prior):
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+def test_both_projections_with_a_density_agree_on_v_and_are_differentiable(prior):
+    """project_with_log_prob and project_with_latent_log_prob return P(x) and a finite, differentiable density."""
+    x = (prior.decode(_latent(prior, 2)) + 0.01 * torch.randn(2, *prior.data_shape, dtype=torch.float64)).detach()
+    for method in (prior.project_with_log_prob, prior.project_with_latent_log_prob):
+        xg = x.clone().requires_grad_(True)
+        v, lp = method(xg)
+        torch.testing.assert_close(v, prior.project(x), rtol=1e-5, atol=1e-5)
+        assert lp.shape == (2,) and torch.isfinite(lp).all()
+        (grad,) = torch.autograd.grad(lp.sum(), xg)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 def test_sampling_is_seeded_and_temperature_zero_is_the_mode_of_the_base(prior):
     a = prior.sample(2, generator=torch.Generator().manual_seed(5))
     b = prior.sample(2, generator=torch.Generator().manual_seed(5))

@@ -76,6 +76,20 @@ def test_log_prob_is_the_layerwise_sum_of_eq6():
     torch.testing.assert_close(prior.latent_flow_log_prob(z_prime[:1]), brute)
 
 
+def test_latent_log_prob_of_the_projection_drops_only_the_injective_log_det():
+    """project_with_latent_log_prob: the same v as project_with_log_prob, log p_Z'(g^dagger(x)), and the
+    difference of the two densities is the injective part's log-det at z'."""
+    prior = _tiny()
+    x = prior.decode(_z(prior)) + 0.05 * torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    v, latent = prior.project_with_latent_log_prob(x)
+    v_range, on_range = prior.project_with_log_prob(x)
+    z_prime, logdet_g = prior.g_pinv(x)
+    torch.testing.assert_close(v, v_range)
+    torch.testing.assert_close(latent, prior.latent_flow_log_prob(z_prime))
+    torch.testing.assert_close(on_range - latent, -prior.g(z_prime)[1])
+    assert (logdet_g.abs() > 1e-3).all(), "the test needs a non-trivial injective log-det"
+
+
 def test_bound_is_exact_for_a_single_injective_step():
     """g = upsqueeze o W o (bijective): the eq. 6 sum equals eq. 2 exactly."""
     prior = _tiny(data_shape=(1, 4, 4), latent_dim=8, n_scales=1, n_bijective=0, gamma=0.0)

@@ -364,7 +364,7 @@ def _prepare(out: Path, config: dict[str, Any], force: bool) -> set[tuple[str, s
             saved = json.loads(config_path.read_text())
         except json.JSONDecodeError:
             saved = {"unreadable": True}
-        if saved != config:
+        if saved != config and not _more_images(saved, config):
             if not force:
                 changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
                 raise ValueError(
@@ -385,6 +385,17 @@ def _prepare(out: Path, config: dict[str, Any], force: bool) -> set[tuple[str, s
 
 _FIELDS: dict[str, tuple[type, ...]] = {"operator": (str,), "method": (str,), "image": (int,), "snr": (int, float),
                                         "psnr": (int, float), "ssim": (int, float), "seconds": (int, float)}
+
+
+def _more_images(saved: dict[str, Any], config: dict[str, Any]) -> bool:
+    """True when ``config`` only asks for more images than ``saved``: its first cells are the saved ones.
+
+    A cell depends on its image index, never on ``n_images`` (the images are the split's first ``n``,
+    the noise is seeded per index), so a run on more images keeps every finished cell.
+    """
+    rest = {k: v for k, v in saved.items() if k != "n_images"}
+    grown = isinstance(saved.get("n_images"), int) and saved["n_images"] < config["n_images"]
+    return grown and rest == {k: v for k, v in config.items() if k != "n_images"}
 
 
 def _key(record: dict[str, Any]) -> tuple[str, str, int]:

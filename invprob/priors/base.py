@@ -106,6 +106,26 @@ class Prior(nn.Module, ABC):
         """
         return self._project_with_log_prob(self.check_data(x))
 
+    def project_with_latent_log_prob(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``v = P(x)`` and the log-density of ``v``'s latent coordinates under the prior's latent model.
+
+        ``log p(v)`` on the range is this latent log-density minus the volume change of the map from
+        the latent coordinates to images (``(1/2) log det J^T J``); this method leaves that term out.
+        By default the coordinates are ``z = f^dagger(x)`` and the density is :meth:`latent_log_prob`;
+        TRUMPET uses the input ``z' = g^dagger(x)`` of its injective part and the latent flow's
+        density ``p_{Z'}(z')``. For a linear generator the volume term is a constant, so both densities
+        have the same maximisers on the range.
+
+        Example:
+            >>> import torch
+            >>> from invprob.priors import LinearGaussianPrior
+            >>> prior = LinearGaussianPrior(torch.eye(4)[:, :2] * 2, data_shape=(1, 2, 2))
+            >>> v, log_p = prior.project_with_latent_log_prob(torch.ones(1, 1, 2, 2))
+            >>> v.flatten().tolist(), round(float(log_p), 4)
+            ([1.0, 1.0, 0.0, 0.0], -2.0879)
+        """
+        return self._project_with_latent_log_prob(self.check_data(x))
+
     @property
     def is_initialized(self) -> bool:
         """False while a layer with data-dependent initialisation (ActNorm) has not seen data yet."""
@@ -136,6 +156,11 @@ class Prior(nn.Module, ABC):
         """Two-call default; override where the density can reuse the projection's latent."""
         v = x if self.is_bijective else self._project(x)
         return v, self._log_prob(v)
+
+    def _project_with_latent_log_prob(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f(z), log p_Z(z))`` with ``z = f^dagger(x)``; override where the latent model has another natural coordinate."""
+        z = self._encode(x)
+        return self._decode(z), self._latent_log_prob(z)
 
     @abstractmethod
     def _decode(self, z: torch.Tensor) -> torch.Tensor: ...

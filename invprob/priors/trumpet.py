@@ -204,6 +204,11 @@ class TRUMPET(Prior):
         v, logdet_g = self.g(z_prime)
         return v, self.latent_flow_log_prob(z_prime) - logdet_g
 
+    def _project_with_latent_log_prob(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``v = g(z')`` with ``z' = g^dagger(x)``, and ``log p_{Z'}(z')``: eq. 6 without the injective part's log-det."""
+        z_prime = self.g_pinv(x)[0]
+        return self.g(z_prime)[0], self.latent_flow_log_prob(z_prime)
+
     def _latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``log N(z; mu, diag(sigma^2))`` of the learnable base."""
         scaled = (z - self.base_mean) * torch.exp(-self.base_log_std)

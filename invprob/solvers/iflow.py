@@ -16,6 +16,16 @@ uses the noise level: ``w = lam * sigma^2`` makes ``L`` the negative log posteri
 ``E ||y - A v*||^2 ~ sigma^2 (m - d)``, so ``sigma_hat^2 = ||y - A v*||^2 / (m - d)``; the value
 used is returned in ``Result.extras["sigma"]`` with ``extras["sigma_source"]``.
 
+Which ``log p(v)``: by default (``density="latent"``) the log-density of ``v``'s latent coordinates
+under the prior's latent model (:meth:`~invprob.priors.Prior.project_with_latent_log_prob`; for
+TRUMPET ``log p_{Z'}(g^dagger(v))``, the negative log-likelihood the paper's reference code
+minimises). ``density="range"`` is the density on the range of eq. 6, which adds the injective
+part's volume term ``-1/2 log det(J_g^T J_g)``: it rewards images where the generator contracts
+whatever the latent density says, and with trained TRUMPETs it drags under-determined
+reconstructions (×4 super-resolution, large holes) away from the latent posterior's mode
+(benchmarks/BENCHMARKS.md, the prior term of iFlow-L). For a linear generator the two differ by a
+constant and give the same estimate.
+
 Both start by default (``start="latent"``) at ``f(z)`` after ``warm_steps`` L-BFGS iterations on
 the latent posterior from the latent mean (:mod:`~invprob.solvers.csgm`, one image at a time),
 which puts the start near the mode on the range and cuts the iterations to convergence
@@ -127,6 +137,12 @@ class IFlowLOptions(IFlowOptions):
                        description="weight of -log p(v) relative to the posterior: w = lam * sigma^2 (1: the exact negative log posterior)")
     sigma: NoiseLevel = Field(
         None, description="noise std (one, or one per image); None: estimated per image from iFlow's residual, ||y - A v||^2 / (m - d)"
+    )
+    density: Literal["latent", "range"] = Field(
+        "latent",
+        description="the prior term's log p(v): 'latent' (default) the density of v's latent coordinates "
+        "(Prior.project_with_latent_log_prob; TRUMPET: p_Z'(g^dagger(v)), the reference code's NLL); 'range': the density on "
+        "the range, eq. 6 (Prior.project_with_log_prob), which adds -1/2 log det J^T J of the injective part",
     )
 
 
@@ -252,7 +268,10 @@ class _State:
             v = self.prior.project(self.x)
             fit = squared_residual(self.op, v, self.y)
             return v, 0.5 * fit, fit
-        v, log_p = self.prior.project_with_log_prob(self.x)
+        if self.opts.density == "range":
+            v, log_p = self.prior.project_with_log_prob(self.x)
+        else:
+            v, log_p = self.prior.project_with_latent_log_prob(self.x)
         fit = squared_residual(self.op, v, self.y)
         return v, 0.5 * fit - weight * log_p, fit
 
