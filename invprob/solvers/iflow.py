@@ -23,7 +23,7 @@ minimises). ``density="range"`` is the density on the range of eq. 6, which adds
 part's volume term ``-1/2 log det(J_g^T J_g)``: it rewards images where the generator contracts
 whatever the latent density says, and with trained TRUMPETs it drags under-determined
 reconstructions (×4 super-resolution, large holes) away from the latent posterior's mode
-(benchmarks/BENCHMARKS.md, the prior term of iFlow-L). For a linear generator the two differ by a
+(benchmarks/BENCHMARKS.md, "iFlow-L's prior term"). For a linear generator the two differ by a
 constant and give the same estimate.
 
 Both start by default (``start="latent"``) at ``f(z)`` after ``warm_steps`` L-BFGS iterations on
@@ -37,8 +37,8 @@ pixels (a mask, a missing wedge) start at the prior's mean instead of mid-grey. 
 for a nonlinear operator with ``"prior-mean"`` and for an untrained prior, whose mean image and
 latent mean mean nothing).
 
-Each iteration evaluates ``v`` and ``log p(v)`` by :meth:`~invprob.priors.Prior.project_with_log_prob`
-(one inverse and one forward pass of the prior). The loop runs through :func:`iterate` with a
+Each iteration evaluates ``v`` and ``log p(v)`` together (one inverse and one forward pass of the
+prior). The loop runs through :func:`iterate` with a
 per-image stopping rule; with ``keep_best`` the returned image is, per image, the projected iterate
 of lowest objective. An image whose projection leaves the plausible range (values beyond
 ``range_factor`` times the largest of 1, the start's and the prior mean image's, or a data fit

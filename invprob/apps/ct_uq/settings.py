@@ -21,8 +21,8 @@ MAP_OPTIONS: dict[str, Any] = {"lam": 1.0, "restarts": 1, "start": "mean", "opti
 """The workflow's MAP: the mode of the latent posterior ``p(z | y)``, i.e. ``f(z_hat)`` with
 ``z_hat = argmin_z 1/2 ||y - A f(z)||^2 / sigma^2 + 1/2 ||z||^2``, by L-BFGS from the latent mean
 (``csgm`` with these options; ``map_options`` override them). It is the mode of the distribution the
-samplers draw from, and on limited-angle CT it is far better and faster than iFlow-L's image-space
-iterations (benchmarks/BENCHMARKS.md, section ct-uq)."""
+samplers draw from, in seconds; iFlow-L (``density="latent"``) started at it scores 0.7 dB higher on
+ellipse phantoms at about 3x the time (benchmarks/BENCHMARKS.md, sections ct-uq and map-objectives)."""
 DATA_RANGE = 2.0
 """Span of image values (``[-1, 1]``) used by PSNR and SSIM."""
 N_TEST_ELLIPSES = 100
