@@ -1,7 +1,7 @@
 """Limited-angle CT with calibrated uncertainty through the Python API (Kothari et al. 2021, sec. 4.3, fig. 3).
 
 Measures the Shepp-Logan phantom with 30 projection angles in [30°, 150°] (a 60° unmeasured wedge)
-at 30 dB SNR, reconstructs it by the latent MAP, draws posterior samples with composed-flow SVI
+at 30 dB SNR, reconstructs it by the MAP (iFlow-L), draws posterior samples with composed-flow SVI
 (each plus a draw of the prior's off-range residual, fitted on training ellipses), and writes the
 uncertainty maps (.npz + PNG), a JSON summary, a reliability diagram and the fitted
 calibrator to ``--out``. Coverage is measured on the phantom and four ellipse test phantoms, raw and

@@ -17,6 +17,10 @@ from invprob.priors import TRUMPET, LinearGaussianPrior
 from invprob.apps.ct_uq.reconstruction import with_residual
 from invprob.apps.ct_uq import FILES, MAP_KEYS, SUMMARY_KEYS, ct_workflow, load_phantom, parse_angles, parse_levels
 
+# The workflow runs here on tiny untrained or few-step priors with 2-3 MAP iterations: its MAP does not fit the
+# sinogram, and iFlow-L's MisfitWarning says so (tested in the solver's own tests).
+pytestmark = pytest.mark.filterwarnings("ignore::invprob.solvers.base.MisfitWarning")
+
 SIZE = 16
 ANGLES = [30.0, 45.0, 60.0, 75.0, 90.0, 105.0, 120.0, 135.0, 150.0]
 FAST = dict(
@@ -558,7 +562,7 @@ def test_model_error_sigma_measures_what_the_prior_cannot_represent(tmp_path, mo
     result = ct_workflow(on_range[0], out=tmp_path / "wider", model_error=0.5, **run)
     sigma = result.reconstruction.sigma  # the measurement's own noise std is kept and reported
     assert result.summary["model_error_sigma"] == 0.5 and result.summary["sigma"] == sigma
-    assert seen == {"csgm": pytest.approx(effective_sigma(sigma, 0.5)), "langevin": pytest.approx(effective_sigma(sigma, 0.5))}
+    assert seen == {"iflow-l": pytest.approx(effective_sigma(sigma, 0.5)), "langevin": pytest.approx(effective_sigma(sigma, 0.5))}
     with pytest.raises(ValueError, match="model_error"):
         ct_workflow(on_range[0], out=tmp_path / "bad", model_error="big", **run)
 

@@ -75,7 +75,7 @@ def test_invalid_options(method, options, match):
 
 def test_options_are_frozen_and_documented():
     opts = make_options("csgm")
-    assert opts.restarts == 10 and opts.lr == 0.2 and opts.lam == 0.0
+    assert opts.restarts == 5 and opts.lr == 0.2 and opts.lam == 0.0
     with pytest.raises(ValidationError):
         opts.restarts = 3
     for method in MAP_METHODS:

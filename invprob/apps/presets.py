@@ -21,8 +21,8 @@ MAP_METHODS = ("pinv", "tv", "csgm", "dip", "iflow", "iflow-l")
 #: The shipped prior of the demo, ``invprob solve`` and ``invprob bench``, and the dataset it was trained on.
 DEFAULT_PRIOR, DEFAULT_DATASET = "trumpet-mnist", "mnist"
 
-#: Test images of the demo: three keep ``make demo`` under a minute on one core with trumpet-mnist.
-DEMO_N_IMAGES = 3
+#: Test images of the demo: two keep ``make demo`` under a minute on one core with trumpet-mnist.
+DEMO_N_IMAGES = 2
 
 #: The settings of a run without a preset.
 DEFAULTS: dict[str, Any] = {

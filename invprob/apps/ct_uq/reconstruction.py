@@ -1,4 +1,4 @@
-"""Measuring a phantom and reconstructing it: FBP, the latent MAP estimate and posterior samples."""
+"""Measuring a phantom and reconstructing it: FBP, the MAP estimate and posterior samples."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def reconstruct(
 ) -> Reconstruction:
     """FBP, the MAP estimate (unless ``with_map`` is False) and posterior samples of one sinogram ``y``.
 
-    The MAP is the mode of the latent posterior (:data:`~invprob.apps.ct_uq.settings.MAP_OPTIONS`,
+    The MAP is iFlow-L's (:data:`~invprob.apps.ct_uq.settings.MAP_OPTIONS`,
     with the known ``sigma``); ``map_options`` override those options. With ``model_error`` ``tau`` (:func:`model_error_sigma`), MAP and sampler
     use the noise std ``sqrt(sigma^2 + tau^2)``; the returned ``sigma`` stays the measurement's.
     With ``residual`` (:class:`invprob.uq.GaussianResidual`), each posterior sample ``v`` becomes

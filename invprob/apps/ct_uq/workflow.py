@@ -83,7 +83,7 @@ def ct_workflow(
     """Limited-angle CT reconstruction with posterior uncertainty maps, calibrated intervals and a reach check.
 
     The phantom is measured with :class:`~invprob.operators.LimitedAngleCT` at ``snr_db`` (or a
-    measured sinogram is given), reconstructed by FBP and the latent MAP, and sampled from the
+    measured sinogram is given), reconstructed by FBP and the MAP (iFlow-L started at the latent posterior's mode), and sampled from the
     posterior with ``sampler``, each sample plus a draw of the prior's off-range residual
     (``residual``). Coverage of the pixel-wise central credible intervals is measured on the
     evaluation set (the phantom, when its truth is known, and ``evaluation`` more phantoms); with
@@ -111,7 +111,7 @@ def ct_workflow(
         calibrate: ``K`` calibration ellipses (test-stream indices 100+, never evaluated), images
             ``(K, C, N, N)``, a saved calibrator file, or a calibrator; None or 0: none.
         levels: nominal levels of the intervals.
-        map_options, sampler_options: options of the MAP (``csgm`` over :data:`~invprob.apps.ct_uq.settings.MAP_OPTIONS`) and of the sampler.
+        map_options, sampler_options: options of the MAP (``iflow-l`` over :data:`~invprob.apps.ct_uq.settings.MAP_OPTIONS`) and of the sampler.
         window: Hounsfield window mapped onto ``[-1, 1]`` for a DICOM phantom.
         model_error: std ``tau`` of the prior's model error added to the likelihood's noise
             (``sqrt(sigma^2 + tau^2)``, :func:`~invprob.apps.ct_uq.reconstruction.model_error_sigma`);
