@@ -4,7 +4,7 @@ Evaluation phantoms: the first ``--n-eval`` ellipse test phantoms (indices 0, 1,
 phantoms: ``--n-cal`` test-stream phantoms from index 100 on (never evaluated). Each is measured
 with ``LimitedAngleCT`` (30 angles in ``[30°, 150°]``) at 30 dB SNR; each sampler of
 ``--samplers`` draws ``--n-samples`` posterior samples (``invprob.apps.ct_uq.reconstruct``, the
-workflow's default options unless ``--quick``); the workflow's MAP (the latent posterior's mode) is
+workflow's default options unless ``--quick``); the workflow's MAP (iFlow-L from the latent posterior's mode) is
 computed on the evaluation phantoms unless ``--no-map``, and TV with its weight tuned on the
 calibration phantoms unless ``--no-tv``. Recorded, pooled over every pixel of the evaluation phantoms:
 
@@ -231,7 +231,7 @@ def section(args: argparse.Namespace, results: dict, wall: float) -> str:
         *([f"- rows `SAMPLER{RESIDUAL_SUFFIX}`: the same posterior samples plus the Gaussian off-range residual "
            f"(`invprob.uq.GaussianResidual`, pixel-wise mean and variance of x − P(x) on {RESIDUAL_IMAGES} training "
            f"ellipses, RMS {results['residual_rms']:.4f}) drawn given each sample and the sinogram; its MAP is the "
-           "latent MAP plus the residual's conditional mean (the workflow's default)"]
+           "plain row's MAP plus the residual's conditional mean (the workflow's default)"]
           if results.get("residual_rms") is not None else []),
         "- coverage: fraction of all evaluation pixels inside their interval (nominal = the level); width: mean "
         "interval width in image units ([-1, 1] range); calibrated: split-conformal scales fitted on the calibration "

@@ -16,13 +16,14 @@ DEFAULT_PRIOR = "trumpet-ellipses"
 DEFAULT_LEVELS = uq.DEFAULT_LEVELS
 SAMPLERS = ("svi", "langevin", "pl-mcmc")
 MAP_METHOD = "iflow-l"
-MAP_OPTIONS: dict[str, Any] = {"iterations": 50}
-"""The workflow's MAP: iFlow-L (``iflow-l``, its defaults but a cap of 50 iterations; ``map_options``
+MAP_OPTIONS: dict[str, Any] = {"iterations": 30}
+"""The workflow's MAP: iFlow-L (``iflow-l``, its defaults but a cap of 30 iterations; ``map_options``
 override them), i.e. ``v_hat = argmin_{v = P(v)} 1/2 ||y - A v||^2 - sigma^2 log p_{Z'}(g^dagger(v))``
 with the known ``sigma``, by projected Adam steps on the prior's range started at the latent
 posterior's mode ``f(z_hat)``, ``z_hat`` after 30 L-BFGS steps on
 ``1/2 ||y - A f(z)||^2 / sigma^2 + 1/2 ||z||^2`` from the latent mean. On 20 ellipse phantoms it
-scores 0.8 dB above the latent mode alone at about twice its seconds (benchmarks/BENCHMARKS.md,
+scores 0.75 dB above the latent mode alone (with the off-range residual's mean: 19.18 against
+18.43 dB) in 1.35x its seconds, 4.7 s per 64x64 phantom on one thread (benchmarks/BENCHMARKS.md,
 section ct-uq)."""
 DATA_RANGE = 2.0
 """Span of image values (``[-1, 1]``) used by PSNR and SSIM."""
