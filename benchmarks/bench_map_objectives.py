@@ -38,6 +38,7 @@ import invprob  # noqa: E402
 from invprob.metrics import snr  # noqa: E402
 from invprob.operators import HalfMask, LimitedAngleCT, add_noise  # noqa: E402
 from invprob.solvers._common import squared_residual  # noqa: E402
+from invprob.solvers.iflow import project_with_density  # noqa: E402
 
 VARIANTS = {
     "iflow-l": ("iflow-l", {}),
@@ -65,8 +66,7 @@ def problem(name: str, mnist_prior: str | None, n: int):
 
 def objective(prior, op, y, sigma, v, density):
     with torch.no_grad():
-        with_density = prior.project_with_log_prob if density == "range" else prior.project_with_latent_log_prob
-        projected, log_p = with_density(v)
+        projected, log_p = project_with_density(prior, v, density)
         return 0.5 * squared_residual(op, projected, y) - sigma.pow(2) * log_p
 
 

@@ -21,7 +21,7 @@ MAP_METHODS = ("pinv", "tv", "csgm", "dip", "iflow", "iflow-l")
 #: The shipped prior of the demo, ``invprob solve`` and ``invprob bench``, and the dataset it was trained on.
 DEFAULT_PRIOR, DEFAULT_DATASET = "trumpet-mnist", "mnist"
 
-#: Test images of the demo: two keep ``make demo`` under a minute on one core with trumpet-mnist.
+#: Test images of the demo: two (the demo's time is mostly CSGM, iFlow and iFlow-L, about 20 s each on one core).
 DEMO_N_IMAGES = 2
 
 #: The settings of a run without a preset.

@@ -268,10 +268,7 @@ class _State:
             v = self.prior.project(self.x)
             fit = squared_residual(self.op, v, self.y)
             return v, 0.5 * fit, fit
-        if self.opts.density == "range":
-            v, log_p = self.prior.project_with_log_prob(self.x)
-        else:
-            v, log_p = self.prior.project_with_latent_log_prob(self.x)
+        v, log_p = project_with_density(self.prior, self.x, self.opts.density)
         fit = squared_residual(self.op, v, self.y)
         return v, 0.5 * fit - weight * log_p, fit
 
@@ -346,6 +343,22 @@ class _State:
                 x_hat = x_hat.clamp(*opts.start_range)
         extras["restarted"] = self.restarted.clone()
         return Result(x_hat=x_hat, method=self.name, options=opts, history=history, extras=extras)
+
+
+def project_with_density(prior: Prior, x: torch.Tensor, density: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``v = P(x)`` and iFlow-L's prior term ``log p(v)``: the density of ``v``'s latent coordinates
+    (``density="latent"``) or the density on the range of eq. 6 (``"range"``).
+
+    Example:
+        >>> from invprob.priors import LinearGaussianPrior
+        >>> prior = LinearGaussianPrior(data_shape=(1, 4, 4), latent_dim=3)
+        >>> v, log_p = project_with_density(prior, torch.zeros(2, 1, 4, 4), "latent")
+        >>> tuple(v.shape), tuple(log_p.shape)
+        ((2, 1, 4, 4), (2,))
+    """
+    if density == "range":
+        return prior.project_with_log_prob(x)
+    return prior.project_with_latent_log_prob(x)
 
 
 def _start(op: Operator, prior: Prior, y: torch.Tensor, opts: IFlowOptions) -> torch.Tensor:
