@@ -12,6 +12,7 @@ from solver_problems import SHAPE, linear_problem, rel_error, seeded
 from invprob.operators import Identity, RandomMask, from_callable, from_matrix
 from invprob.priors import LinearGaussianPrior
 from invprob.solvers import MisfitWarning, SolverDiverged, solve
+from invprob.solvers.driver import iterate
 from invprob.solvers.baselines import divergence, image_gradient, total_variation, tv_prox
 from invprob.solvers.dip import Hourglass
 
@@ -230,6 +231,44 @@ def test_csgm_keeps_the_restart_with_the_best_data_fit():
     achieved = (p.op(result.x_hat) - p.y).flatten(1).pow(2).sum(1)
     torch.testing.assert_close(achieved, fits.min(1).values)
     torch.testing.assert_close(result.x_hat, p.prior.decode(result.extras["latent"]))
+
+
+def test_csgm_screening_goes_on_with_each_images_best_restart_on_its_own_trajectory():
+    """After `screen` iterations each image keeps the restart of smallest data fit, with its Adam
+    state: that restart ends where it ends without screening (the rows of a batch do not interact)."""
+    p = linear_problem(sigma=0.05)
+    options = dict(lr=0.02, restarts=4, tol=0.0, **QUIET)
+    at_screen = solve(p.op, p.prior, p.y, "csgm", iterations=10, screen=0, generator=seeded(), **options)
+    full = solve(p.op, p.prior, p.y, "csgm", iterations=30, screen=0, generator=seeded(), **options)
+    screened = solve(p.op, p.prior, p.y, "csgm", iterations=30, screen=10, generator=seeded(), **options)
+    fits = at_screen.extras["restart_data_fit"]
+    assert fits.std(1).min() > 0, "restarts must differ for the choice to matter"
+    winner, rows = fits.argmin(1), torch.arange(2)
+    assert torch.equal(screened.extras["best_restart"], winner) and screened.extras["iterations"] == 30
+    torch.testing.assert_close(screened.extras["restart_data_fit"][rows, winner], full.extras["restart_data_fit"][rows, winner])
+    dropped = torch.ones_like(fits, dtype=torch.bool)
+    dropped[rows, winner] = False
+    torch.testing.assert_close(screened.extras["restart_data_fit"][dropped], fits[dropped])
+    torch.testing.assert_close(screened.x_hat, p.prior.decode(screened.extras["latent"]))
+    assert len(screened.history["loss"]) == 30
+
+
+def test_csgm_screening_at_or_after_the_cap_changes_nothing():
+    p = linear_problem()
+    runs = [solve(p.op, p.prior, p.y, "csgm", lr=0.05, iterations=8, restarts=3, screen=screen, generator=seeded(), **QUIET)
+            for screen in (0, 8, 100)]
+    assert all(torch.equal(run.x_hat, runs[0].x_hat) for run in runs[1:])
+
+
+def test_iterate_numbers_a_continued_run_from_its_offset():
+    seen = []
+
+    def step(it, active):
+        seen.append(it)
+        return {"loss": torch.ones(1)}
+
+    trace = iterate("count", 3, step, batch=1, estimate=lambda: torch.zeros(1), offset=5)
+    assert seen == [5, 6, 7] and trace.iterations == 3 and len(trace.history["loss"]) == 3
 
 
 def test_csgm_x_init_seeds_the_first_restart():

@@ -14,7 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from .base import ImageTensorDataset, split_images, resize_stack, seeded_split
 
@@ -26,6 +25,8 @@ DIGITS_SIZE = 32
 @lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
     """All 1,797 images as ``(N, 1, 32, 32)`` in [-1, 1], their labels, and the split indices."""
+    from sklearn.datasets import load_digits  # imported here: scikit-learn takes about 1.5 s to import
+
     bunch = load_digits()
     raw = bunch.images.astype(np.float64)[:, None] / 16.0
     images = np.clip(resize_stack(raw, (DIGITS_SIZE, DIGITS_SIZE)), 0.0, 1.0) * 2.0 - 1.0

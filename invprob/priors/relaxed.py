@@ -43,15 +43,17 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from .._checks import check_finite, check_int
 from .base import LOG_2PI, Prior, randn
+
+if TYPE_CHECKING:  # scikit-learn takes about 1.5 s to import: only fit_latent_density needs it
+    from sklearn.mixture import GaussianMixture
 
 Objective = Literal["log_frobenius", "frobenius"]
 DensityKind = Literal["prior", "gaussian", "gmm"]
@@ -256,6 +258,8 @@ class RelaxedInjectiveFlow(Prior):
         k = 1 if kind == "gaussian" else check_int(n_components, "n_components", minimum=1)
         if codes.shape[0] < max(k, 2):
             raise ValueError(f"codes: need at least {max(k, 2)} latent vectors, got {codes.shape[0]}")
+        from sklearn.mixture import GaussianMixture
+
         mixture = GaussianMixture(n_components=k, covariance_type="full", random_state=seed)
         mixture.fit(codes.detach().cpu().double().numpy())
         self.set_latent_density(

@@ -113,6 +113,7 @@ def iterate(
     progress: bool | None = None,
     stopping: StoppingRule | None = None,
     hint: str | None = None,
+    offset: int = 0,
 ) -> Trace:
     """Run ``step(iteration, active)`` up to ``iterations`` times; see the module docstring.
 
@@ -128,6 +129,8 @@ def iterate(
         progress: True shows progress, False/None shows nothing.
         stopping: a per-image stopping rule, or None to run to the cap.
         hint: what to try when the loss becomes non-finite (default :func:`divergence_hint`).
+        offset: the number of the first iteration, as ``step``, ``callback`` and errors see it (a run that
+            continues an earlier one); ``iterations`` still counts this run's steps.
 
     Returns:
         a :class:`Trace`; ``stopped_by`` is ``"cap"``, ``"converged"`` or ``"callback"``.
@@ -135,12 +138,12 @@ def iterate(
     trace = Trace(converged=torch.zeros(batch, dtype=torch.bool))
     active = torch.ones(batch, dtype=torch.bool)
     with progress_indicator(iterations, method, bool(progress)) as bar:
-        for it in range(iterations):
+        for it in range(offset, offset + iterations):
             values = step(it, active)
             loss = values["loss"]
             _check_finite_loss(loss, it, method, hint)
             info = _record(trace.history, values)
-            trace.iterations = it + 1
+            trace.iterations = it + 1 - offset
             bar.update(loss=info["loss"])
             if stopping is not None:
                 trace.converged = stopping.update(loss)

@@ -93,6 +93,11 @@ class IFlowOptions(IterativeOptions, StoppingOptions):
     """Options of ``"iflow"``."""
 
     lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="step size of the optimizer")
+    tol: float = Field(
+        1e-3, ge=0, allow_inf_nan=False,
+        description="stop an image when its best objective improved by less than tol (relative) over `window` iterations "
+        "(iFlow's default is coarser than the shared 1e-4: same SNR, fewer iterations); 0: never (run to the cap)",
+    )
     window: int = Field(
         25, ge=1, le=1_000_000,
         description="iterations over which the relative improvement `tol` is measured (the stopping rule; "
