@@ -27,7 +27,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 demo: $(STAMP)
-	$(PY) -m invprob demo
+	$(PY) -m invprob demo --threads 1
 
 bench: $(STAMP)
 	$(PY) -m invprob bench --out runs/bench
