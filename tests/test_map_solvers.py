@@ -238,13 +238,17 @@ def test_csgm_screening_goes_on_with_each_images_best_restart_on_its_own_traject
     state: that restart ends where it ends without screening (the rows of a batch do not interact)."""
     p = linear_problem(sigma=0.05)
     options = dict(lr=0.02, restarts=4, tol=0.0, **QUIET)
-    at_screen = solve(p.op, p.prior, p.y, "csgm", iterations=10, screen=0, generator=seeded(), **options)
-    full = solve(p.op, p.prior, p.y, "csgm", iterations=30, screen=0, generator=seeded(), **options)
-    screened = solve(p.op, p.prior, p.y, "csgm", iterations=30, screen=10, generator=seeded(), **options)
+    at_screen = solve(p.op, p.prior, p.y, "csgm", iterations=10, screen=0, generator=seeded(1), **options)
+    full = solve(p.op, p.prior, p.y, "csgm", iterations=30, screen=0, generator=seeded(1), **options)
+    seen = []
+    screened = solve(p.op, p.prior, p.y, "csgm", iterations=30, screen=10, generator=seeded(1),
+                     callback=lambda it, x, info: seen.append(it) and None, **options)
     fits = at_screen.extras["restart_data_fit"]
     assert fits.std(1).min() > 0, "restarts must differ for the choice to matter"
     winner, rows = fits.argmin(1), torch.arange(2)
+    assert (winner != 0).any() and (winner != winner[0]).any(), "the winners must differ for the pick to matter"
     assert torch.equal(screened.extras["best_restart"], winner) and screened.extras["iterations"] == 30
+    assert seen == list(range(30))
     torch.testing.assert_close(screened.extras["restart_data_fit"][rows, winner], full.extras["restart_data_fit"][rows, winner])
     dropped = torch.ones_like(fits, dtype=torch.bool)
     dropped[rows, winner] = False
@@ -258,6 +262,28 @@ def test_csgm_screening_at_or_after_the_cap_changes_nothing():
     runs = [solve(p.op, p.prior, p.y, "csgm", lr=0.05, iterations=8, restarts=3, screen=screen, generator=seeded(), **QUIET)
             for screen in (0, 8, 100)]
     assert all(torch.equal(run.x_hat, runs[0].x_hat) for run in runs[1:])
+
+
+def _last_moves(estimates):
+    """Per image, the last callback index at which its estimate changed."""
+    steps = torch.stack(estimates)
+    moved = (steps[1:] - steps[:-1]).flatten(2).abs().amax(2) > 0
+    return [int(torch.nonzero(moved[:, b]).max()) + 1 if bool(moved[:, b].any()) else 0 for b in range(steps.shape[1])]
+
+
+@pytest.mark.parametrize("method, options", [
+    ("csgm", dict(lr=0.05, restarts=3)),
+    ("csgm", dict(lr=0.05, restarts=3, screen=20)),
+    ("iflow", dict(lr=0.05, keep_best=False, clip_output=False, start="pinv")),
+])
+def test_a_converged_image_stays_where_it_converged_while_the_others_go_on(method, options):
+    """Adam moves a row with zero gradient by its momentum: a converged image must be held fixed."""
+    p = linear_problem(sigma=0.05)
+    seen = []
+    solve(p.op, p.prior, p.y, method, iterations=200, tol=1e-3, window=5, generator=seeded(), progress=False,
+          callback=lambda it, x, info: seen.append(x.clone()) and None, **options)
+    last = _last_moves(seen)
+    assert min(last) < len(seen) - 5, f"one image must converge well before the run ends: {last} of {len(seen)}"
 
 
 def test_iterate_numbers_a_continued_run_from_its_offset():

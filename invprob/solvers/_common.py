@@ -64,6 +64,24 @@ def squared_residual(op: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.Te
     return (op(x) - y).flatten(1).pow(2).sum(1)
 
 
+def keep_inactive_rows(param: torch.Tensor, before: torch.Tensor, active: torch.Tensor) -> None:
+    """Put the rows of ``param`` whose ``active`` entry is False back to ``before``, in place.
+
+    An optimizer with momentum (Adam) moves a row even when its gradient is zero, so masking the
+    gradient alone does not hold a converged image where it converged; this does.
+
+    Example:
+        >>> z = torch.zeros(2, 3)
+        >>> before = z.clone(); z += 1.0
+        >>> keep_inactive_rows(z, before, torch.tensor([True, False])); z[:, 0].tolist()
+        [1.0, 0.0]
+    """
+    frozen = ~active.to(device=param.device, dtype=torch.bool)
+    if bool(frozen.any()):
+        with torch.no_grad():
+            param[frozen] = before[frozen]
+
+
 def check_iterate(x: torch.Tensor, iteration: int, method: str) -> None:
     """Raise :class:`SolverDiverged` if an optimizer step produced NaN or Inf."""
     if not bool(torch.isfinite(x).all()):

@@ -9,11 +9,12 @@ distribution; for each measurement the restart with the smallest data fit ``||y 
 wins (Kothari et al. 2021 report the best of 10 restarts, the ``table3`` bench preset; the default of 5
 gives the same SNR on MNIST at about 0.65x the time, benchmarks/BENCHMARKS.md "CSGM restarts").
 Restarts are screened: after ``screen`` iterations only each image's restart of smallest data fit
-goes on to the cap, with its optimizer state (Adam's moments), so it follows the path it would
-have followed with all restarts running; the others are dropped (``screen=0``: none are). This
+goes on to the cap, with its optimizer state: with Adam (or plain gradient steps) it follows the
+path it would have followed with all restarts running, with L-BFGS (whose curvature pairs mix the
+restarts) it goes on from a fresh optimizer; the others are dropped (``screen=0``: none are). This
 is successive halving down to one candidate at one fixed point; the cost falls from ``R``
 latents per image for every iteration to ``R`` for the first ``screen`` only
-(benchmarks/BENCHMARKS.md "CSGM restart screening"). ``w = lam sigma^2`` when the noise level
+(benchmarks/BENCHMARKS.md "CSGM restart screening and iFlow's stopping tolerance"). ``w = lam sigma^2`` when the noise level
 is given (``lam = 1``: the negative log posterior of a standard normal latent times ``sigma^2``,
 the toolkit's MAP convention), ``w = lam`` otherwise; the default ``lam = 0`` is the original
 CSGM. With ``lam = 1``, the noise level given, one restart from the latent mean (``start="mean"``)
@@ -50,7 +51,7 @@ from pydantic import Field
 
 from ..operators.base import Operator
 from ..priors.base import Prior
-from ._common import IterativeOptions, NoiseLevel, make_optimizer, squared_residual
+from ._common import IterativeOptions, NoiseLevel, keep_inactive_rows, make_optimizer, squared_residual
 from .base import Callback, Result, Solver, SolverDiverged, register, sigma_per_sample
 from .driver import StoppingOptions, StoppingRule, Trace, iterate
 
@@ -71,7 +72,8 @@ class CSGMOptions(IterativeOptions, StoppingOptions):
     sigma: NoiseLevel = Field(None, description="noise std (one, or one per image), scales the latent penalty")
     screen: int = Field(
         50, ge=0, le=1_000_000,
-        description="after this many iterations only each image's best restart (smallest data fit) goes on; 0 (or >= iterations): every restart runs to the cap",
+        description="after this many iterations only each image's best restart (smallest data fit) goes on, with its Adam state "
+        "(L-BFGS: a fresh optimizer); 0 (or >= iterations): every restart runs to the cap",
     )
     tol: float = Field(1e-3, ge=0, allow_inf_nan=False,
                        description="stop an image when its best objective improved by less than tol (relative) over `window` iterations; 0: never")
@@ -89,8 +91,9 @@ class CSGM(Solver):
     answer as its elements solved one by one with the same seed. With ``x_init`` the first restart
     starts at ``prior.encode(x_init)`` instead. ``extras``: ``latent`` (the
     winning ``z``, ``(B, d)``), ``restart_data_fit`` (``(B, R)``: each restart's data fit at its last
-    iteration, the screening for a dropped one), ``best_restart`` (``(B,)``).
-    """
+    iteration, the screening for a dropped one), ``best_restart`` (``(B,)``). With screening the winner
+    is chosen at ``screen``, so its final fit may exceed a dropped restart's fit at the screening
+    (``best_restart`` need not be ``restart_data_fit.argmin(1)``)."""
 
     name = "csgm"
     Options = CSGMOptions
@@ -206,11 +209,13 @@ class _Descent:
                     at_start.update(x=x.detach(), fit=fit.detach(), loss=loss.detach())
                 return loss.sum().detach()
 
+            before = z.detach().clone()
             if isinstance(optimizer, torch.optim.LBFGS):
                 _lbfgs_step(optimizer, z, closure)
             else:
                 closure()
                 optimizer.step()
+            keep_inactive_rows(z, before, active.repeat_interleave(restarts))
             best = at_start["fit"].view(batch, restarts).argmin(1)
             current["x"] = _pick(at_start["x"], best, restarts)
             return {"loss": _pick(at_start["loss"], best, restarts), "data_fit": _pick(at_start["fit"], best, restarts)}

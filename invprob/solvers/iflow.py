@@ -79,7 +79,7 @@ from pydantic import Field, field_validator
 
 from ..operators.base import LinearOperator, Operator
 from ..priors.base import Prior
-from ._common import IterativeOptions, NoiseLevel, make_optimizer, squared_residual
+from ._common import IterativeOptions, NoiseLevel, keep_inactive_rows, make_optimizer, squared_residual
 from .base import Callback, MisfitWarning, Result, Solver, SolverDiverged, register, sigma_per_sample
 from .driver import StoppingOptions, StoppingRule, Trace, iterate
 
@@ -288,7 +288,9 @@ class _State:
             self.last_v = v.detach()
             (grad,) = torch.autograd.grad(loss.sum(), self.x)
             self.x.grad = grad * active.to(grad.device, grad.dtype).view(-1, *[1] * (grad.dim() - 1))
+            before = self.x.detach().clone()
             self.optimizer.step()
+            keep_inactive_rows(self.x, before, active)
             self.last_fit = fit.detach()
             return {"loss": loss.detach(), "data_fit": fit.detach()}
 
