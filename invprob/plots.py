@@ -18,6 +18,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
+PIXEL_SCALE = "pixel value (data range [-1, 1], clipped)"
+"""The label of :func:`image_grid`'s shared colour bar for images in the data range."""
+
+
 def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """A ``(C, H, W)`` or ``(H, W)`` image in [-1, 1] as an ``(H, W)`` or ``(H, W, 3)`` array in [0, 1]."""
     a = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, dtype=np.float32)
@@ -35,10 +39,13 @@ def image_grid(
     title: str | None = None,
     captions: Sequence[Sequence[str]] | None = None,
     cell_inches: float = 1.4,
+    colorbar: str | None = None,
 ) -> Path:
     """Draw ``rows`` of images (values in [-1, 1]) with labels and save a PNG at ``path``.
 
     ``captions[i][j]`` (optional, e.g. ``"31.2 dB"``) is written under image ``j`` of row ``i``.
+    ``colorbar`` (optional) labels one grey scale bar on the right, shared by every image (values
+    outside [-1, 1] are shown clipped).
 
     Example:
         >>> import tempfile, torch
@@ -49,7 +56,8 @@ def image_grid(
     """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     extra = 0.25 if captions else 0.0
-    width = cell_inches * n_cols + 0.8
+    bar_inches = 0.9 if colorbar else 0.0
+    width = cell_inches * n_cols + 0.8 + bar_inches
     title = _wrapped(title, width) if title else None
     title_lines = title.count("\n") if title else 0
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, (cell_inches + extra) * n_rows + 0.6 + 0.18 * title_lines),
@@ -70,8 +78,20 @@ def image_grid(
         axes[i][0].set_ylabel(row_labels[i], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    right = 1.0 - bar_inches / width
+    fig.tight_layout(rect=(0.0, 0.0, right, 1.0))
+    if colorbar:
+        _shared_colorbar(fig, colorbar, right)
     return _save(fig, path)
+
+
+def _shared_colorbar(fig: plt.Figure, label: str, left: float) -> None:
+    """A grey scale bar for values in [-1, 1] in the figure's right margin, starting at ``left``."""
+    cax = fig.add_axes((left + 0.15 * (1.0 - left), 0.15, 0.18 * (1.0 - left), 0.7))
+    shown = plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(-1.0, 1.0), cmap="gray")
+    bar = fig.colorbar(shown, cax=cax)
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=7)
 
 
 def _wrapped(title: str, width_inches: float) -> str:

@@ -686,7 +686,7 @@ def _write_outputs(out: Path, records: list[dict[str, Any]], summary: dict[str, 
 def _figure(out: Path, x: torch.Tensor, op_specs: list[OperatorSpec], labels: list[str], config: dict[str, Any],
             info: dict[str, Any], device: str) -> None:
     from ..metrics import snr
-    from ..plots import image_grid
+    from ..plots import PIXEL_SCALE, image_grid
 
     rows, captions = [], []
     for o in op_specs:
@@ -699,7 +699,8 @@ def _figure(out: Path, x: torch.Tensor, op_specs: list[OperatorSpec], labels: li
         captions.append(["", *(f"SNR {float(snr(x[None], e[None])[0]):.1f} dB" for e in estimates)])
     title = (f"{config['prior']} on {config['dataset']}/{config['split']} image 0, {config['snr_db']:g} dB SNR: "
              f"truth, A⁺y and each method per operator (SNR against the truth) · {info['date']}")
-    image_grid(rows, [o.text for o in op_specs], ["truth", "A⁺y", *labels], out / "examples.png", title=title, captions=captions)
+    image_grid(rows, [o.text for o in op_specs], ["truth", "A⁺y", *labels], out / "examples.png", title=title, captions=captions,
+               colorbar=PIXEL_SCALE)
 
 
 def _machine() -> str:

@@ -40,7 +40,7 @@ def run_demo(
     from ..data import load_dataset
     from ..metrics import snr, ssim
     from ..operators import RandomGaussian, add_noise
-    from ..plots import image_grid
+    from ..plots import PIXEL_SCALE, image_grid
     from ..priors.pretrained import list_priors, load_prior, describe_prior
     from ..progress import progress as progress_indicator
     from ..solvers import make_options, solve
@@ -79,6 +79,7 @@ def run_demo(
     rows = [[x[i], *(estimates[mth][i] for mth in methods)] for i in range(n_images)]
     captions = [["", *(f"{float(scores[mth][i]):.1f} dB" for mth in methods)] for i in range(n_images)]
     figure = image_grid(rows, row_labels, ["truth", *(f"{mth} (A⁺y)" if mth == "pinv" else mth for mth in methods)], out / "demo.png", captions=captions,
+                        colorbar=PIXEL_SCALE,
                         title=f"{prior}: RandomGaussian(m={m}) at {snr_db:g} dB SNR; SNR of each reconstruction under it")
     print(format_table(table, f"{prior}, RandomGaussian(m={m}) on {n_images} test images of {dataset_name} at {snr_db:g} dB SNR"))
     print("every method with its defaults (`invprob methods NAME`) and the known noise level sigma")
