@@ -395,7 +395,7 @@ def test_table3_preset_builds_exactly_the_documented_operators_and_methods():
         ("iflow", "iflow"), ("iflow-l", "iflow-l"), ("csgm", "csgm"), ("dip-prior", "dip"), ("dip-hourglass", "dip")]
     options = config["method_options"]
     assert options["csgm"] == {"restarts": 10, "screen": 0}
-    assert options["iflow"]["tol"] == options["iflow-l"]["tol"] == 1e-4
+    assert options["iflow"]["tol"] == options["iflow-l"]["tol"] == 1e-4 and options["iflow-l"]["window"] == 25
     assert options["dip-prior"]["network"] == "prior" and options["dip-hourglass"]["network"] == "hourglass"
     reference = bench.PRESETS["table3"].reference
     assert set(reference["rows"]) == set(config["operators"])

@@ -51,7 +51,8 @@ def test_iflow_l_reaches_the_exact_posterior_mode():
     sigma = 0.1
     p = linear_problem(dtype=torch.float64, sigma=sigma)
     exact = p.prior.exact_posterior(p.op, p.y, sigma).mean
-    result = solve(p.op, p.prior, p.y, "iflow-l", optimizer="gd", lr=0.5, iterations=300, lam=1.0, sigma=sigma, clip_output=False, **QUIET)
+    result = solve(p.op, p.prior, p.y, "iflow-l", optimizer="gd", lr=0.5, iterations=300, tol=0.0, lam=1.0, sigma=sigma,
+                   clip_output=False, **QUIET)
     assert rel_error(result.x_hat, exact) < 1e-6
     plain = solve(p.op, p.prior, p.y, "iflow", optimizer="gd", lr=0.5, iterations=300, clip_output=False, **QUIET)
     assert rel_error(plain.x_hat, exact) > 1e-3, "the prior term must change the answer"
@@ -72,7 +73,7 @@ def test_iflow_l_latent_and_range_densities_agree_for_a_linear_generator():
     sigma = 0.1
     p = linear_problem(dtype=torch.float64, sigma=sigma)
     exact = p.prior.exact_posterior(p.op, p.y, sigma).mean
-    common = dict(optimizer="gd", lr=0.5, iterations=300, sigma=sigma, clip_output=False, **QUIET)
+    common = dict(optimizer="gd", lr=0.5, iterations=300, tol=0.0, sigma=sigma, clip_output=False, **QUIET)
     latent = solve(p.op, p.prior, p.y, "iflow-l", density="latent", **common)
     on_range = solve(p.op, p.prior, p.y, "iflow-l", density="range", **common)
     assert rel_error(latent.x_hat, exact) < 1e-6

@@ -67,7 +67,7 @@ PRESETS: dict[str, Preset] = {
             "Table 3 of Kothari et al. (2021), MNIST: trumpet-mnist on 200 test digits at 30 dB SNR; "
             "RandGauss m=250 (gauss:250), random mask p=0.15 both dropping (drop:0.15, the paper's text) "
             "and keeping (keep:0.15, the reference code) pixels with probability p, x4 super-resolution, centred "
-            "square holes of 12 and 16 pixels; iFlow and iFlow-L (stopping tolerance 1e-4), CSGM (10 restarts, each run to the cap), DIP on the prior's "
+            "square holes of 12 and 16 pixels; iFlow and iFlow-L (stopping tolerance 1e-4 over 25 iterations), CSGM (10 restarts, each run to the cap), DIP on the prior's "
             "generator (dip-prior, the paper's DIP) and on Ulyanov's hourglass (dip-hourglass)"
         ),
         settings={
@@ -79,7 +79,7 @@ PRESETS: dict[str, Preset] = {
             "methods": "iflow,iflow-l,csgm,dip-prior=dip,dip-hourglass=dip",
             "snr_db": 30.0,
         },
-        method_options={"csgm": {"restarts": 10, "screen": 0}, "iflow": {"tol": 1e-4}, "iflow-l": {"tol": 1e-4},
+        method_options={"csgm": {"restarts": 10, "screen": 0}, "iflow": {"tol": 1e-4}, "iflow-l": {"tol": 1e-4, "window": 25},
                         "dip-prior": {"network": "prior"}, "dip-hourglass": {"network": "hourglass"}},
         reference={
             "title": "Kothari et al. (2021), Trumpets, Table 3 (MNIST)",

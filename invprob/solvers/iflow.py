@@ -138,6 +138,11 @@ class IFlowOptions(IterativeOptions, StoppingOptions):
 class IFlowLOptions(IFlowOptions):
     """Options of ``"iflow-l"``: iFlow's plus the weight of the prior term."""
 
+    window: int = Field(
+        10, ge=1, le=1_000_000,
+        description="iterations over which the relative improvement `tol` is measured (iFlow-L's default is shorter than "
+        "iFlow's 25: the same SNR in fewer iterations, and on large holes it stays nearer the latent MAP start)",
+    )
     lam: float = Field(1.0, ge=0, allow_inf_nan=False,
                        description="weight of -log p(v) relative to the posterior: w = lam * sigma^2 (1: the exact negative log posterior)")
     sigma: NoiseLevel = Field(
