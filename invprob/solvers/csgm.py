@@ -198,7 +198,8 @@ class _Descent:
         def step(it: int, active: torch.Tensor) -> dict[str, torch.Tensor]:
             if self.stopping is not None and self.stopping.converged is not None:
                 active = active & ~self.stopping.converged  # converged in an earlier run of the same rule
-            mask = active.repeat_interleave(restarts).to(z).unsqueeze(1)
+            rows = active.repeat_interleave(restarts)
+            mask = rows.to(z).unsqueeze(1)
             at_start: dict[str, torch.Tensor] = {}
 
             def closure() -> torch.Tensor:
@@ -215,7 +216,7 @@ class _Descent:
             else:
                 closure()
                 optimizer.step()
-            keep_inactive_rows(z, before, active.repeat_interleave(restarts))
+            keep_inactive_rows(z, before, rows)
             best = at_start["fit"].view(batch, restarts).argmin(1)
             current["x"] = _pick(at_start["x"], best, restarts)
             return {"loss": _pick(at_start["loss"], best, restarts), "data_fit": _pick(at_start["fit"], best, restarts)}

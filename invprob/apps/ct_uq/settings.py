@@ -18,7 +18,8 @@ SAMPLERS = ("svi", "langevin", "pl-mcmc")
 MAP_METHOD = "iflow-l"
 MAP_OPTIONS: dict[str, Any] = {"iterations": 30, "tol": 1e-4, "window": 25}
 """The workflow's MAP: iFlow-L (``iflow-l``, its defaults but a cap of 30 iterations and the
-stopping rule (tolerance 1e-4 over 25 iterations) the section below was measured with; ``map_options`` override them), i.e. ``v_hat = argmin_{v = P(v)} 1/2 ||y - A v||^2 - sigma^2 log p_{Z'}(g^dagger(v))``
+stopping rule the section below was measured with, tolerance 1e-4 over 25 iterations;
+``map_options`` override them), i.e. ``v_hat = argmin_{v = P(v)} 1/2 ||y - A v||^2 - sigma^2 log p_{Z'}(g^dagger(v))``
 with the known ``sigma``, by projected Adam steps on the prior's range started at the latent
 posterior's mode ``f(z_hat)``, ``z_hat`` after 30 L-BFGS steps on
 ``1/2 ||y - A f(z)||^2 / sigma^2 + 1/2 ||z||^2`` from the latent mean. On 20 ellipse phantoms it
