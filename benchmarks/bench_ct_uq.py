@@ -4,7 +4,7 @@ Evaluation phantoms: the first ``--n-eval`` ellipse test phantoms (indices 0, 1,
 phantoms: ``--n-cal`` test-stream phantoms from index 100 on (never evaluated). Each is measured
 with ``LimitedAngleCT`` (30 angles in ``[30°, 150°]``) at 30 dB SNR; each sampler of
 ``--samplers`` draws ``--n-samples`` posterior samples (``invprob.apps.ct_uq.reconstruct``, the
-workflow's default options unless ``--quick``); the workflow's MAP (iFlow-L from the latent posterior's mode) is
+workflow's default options unless ``--quick``); the workflow's MAP (iFlow-L from the projection of a TV reconstruction) is
 computed on the evaluation phantoms unless ``--no-map``, and TV with its weight tuned on the
 calibration phantoms unless ``--no-tv``. Recorded, pooled over every pixel of the evaluation phantoms:
 
@@ -47,7 +47,7 @@ from invprob.apps.ct_uq.figures import reliability_plot  # noqa: E402
 from invprob.apps.ct_uq.maps import misfit, range_distance  # noqa: E402
 from invprob.apps.ct_uq.reconstruction import Reconstruction, model_error_sigma, with_residual  # noqa: E402
 from invprob.apps.ct_uq.workflow import MODEL_ERROR_IMAGES, RESIDUAL_IMAGES  # noqa: E402
-from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET  # noqa: E402
+from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET, MAP_OPTIONS, MAP_START_TV  # noqa: E402
 from invprob.data import load_dataset  # noqa: E402
 from invprob.operators.ct import LimitedAngleCT, default_angles  # noqa: E402
 from invprob.priors.pretrained import load_prior  # noqa: E402
@@ -55,7 +55,9 @@ from invprob.progress import progress  # noqa: E402
 
 SNR_DB = 30.0
 RESIDUAL_SUFFIX = "+residual"
-"""Name suffix of a sampler's results with the Gaussian off-range residual added (the workflow's default)."""
+"""Name suffix of a sampler's results with the pixel-wise Gaussian off-range residual added (the workflow's default)."""
+EDGE_RESIDUAL_SUFFIX = "+edge-residual"
+"""Name suffix of a sampler's results with the edge-adaptive off-range residual added (for comparison)."""
 TV_WEIGHTS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 """TV weights tried on the calibration phantoms; the best by mean SNR is applied to the evaluation phantoms."""
 
@@ -127,9 +129,14 @@ def run(args: argparse.Namespace) -> dict:
         return torch.stack([train[i] for i in range(n)])
 
     tau = model_error_sigma(op, prior, training_images(MODEL_ERROR_IMAGES)) if args.model_error else None
-    residual = None if args.no_residual else uq.GaussianResidual.fit(prior, training_images(RESIDUAL_IMAGES))
-    variants = samplers + ([f"{s}{RESIDUAL_SUFFIX}" for s in samplers] if residual is not None else [])
-    parts = [args.prior, args.n_samples, map_options, sampler_options] + ([tau] if tau is not None else [])
+    residuals = {}
+    if not args.no_residual:
+        train = training_images(RESIDUAL_IMAGES)
+        residuals = {RESIDUAL_SUFFIX: uq.GaussianResidual.fit(prior, train),
+                     EDGE_RESIDUAL_SUFFIX: uq.EdgeAdaptiveResidual.fit(prior, train)}
+    variants = samplers + [f"{s}{suffix}" for suffix in residuals for s in samplers]
+    map_settings = {"options": MAP_OPTIONS, "start_tv": MAP_START_TV}
+    parts = [args.prior, args.n_samples, map_options, sampler_options, map_settings] + ([tau] if tau is not None else [])
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     evals = [("eval", i, i) for i in range(args.n_eval)]
     cals = [("cal", CALIBRATION_OFFSET + j, 10_000 + j) for j in range(args.n_cal)]
@@ -152,8 +159,8 @@ def run(args: argparse.Namespace) -> dict:
 
                 rec = cached(out, key, f"{kind}-{index:03d}-{sampler}-{'map' if with_map else 'nomap'}", prior, compute)
                 entries = [(sampler, rec)]
-                if residual is not None:
-                    entries.append((f"{sampler}{RESIDUAL_SUFFIX}", with_residual(
+                for suffix, residual in residuals.items():
+                    entries.append((f"{sampler}{suffix}", with_residual(
                         op, residual, rec, torch.Generator().manual_seed(2000 + seed))))
                 bar.update(stage=f"{kind} {index} {sampler}")
                 for name, rec in entries:
@@ -182,7 +189,7 @@ def run(args: argparse.Namespace) -> dict:
     first = samplers[0]
     tv = tv_baseline(op, recs[(first, "cal")][:5], recs[(first, "eval")]) if not args.no_tv else None
     return {"pooled": pooled, "records": records, "model_error_sigma": tau, "tv": tv,
-            "residual_rms": None if residual is None else residual.rms,
+            "residual_rms": residuals[RESIDUAL_SUFFIX].rms if residuals else None,
             "sigma_mean": statistics.fmean(r.sigma for r in recs[(samplers[0], "eval")])}
 
 
@@ -231,7 +238,9 @@ def section(args: argparse.Namespace, results: dict, wall: float) -> str:
         *([f"- rows `SAMPLER{RESIDUAL_SUFFIX}`: the same posterior samples plus the Gaussian off-range residual "
            f"(`invprob.uq.GaussianResidual`, pixel-wise mean and variance of x − P(x) on {RESIDUAL_IMAGES} training "
            f"ellipses, RMS {results['residual_rms']:.4f}) drawn given each sample and the sinogram; its MAP is the "
-           "plain row's MAP plus the residual's conditional mean (the workflow's default)"]
+           f"plain row's MAP plus the residual's conditional mean (the workflow's default); rows "
+           f"`SAMPLER{EDGE_RESIDUAL_SUFFIX}`: the same with `invprob.uq.EdgeAdaptiveResidual` (mean and variance "
+           "per bin of the edge strength |∇v| of the range sample)"]
           if results.get("residual_rms") is not None else []),
         "- coverage: fraction of all evaluation pixels inside their interval (nominal = the level); width: mean "
         "interval width in image units ([-1, 1] range); calibrated: split-conformal scales fitted on the calibration "
@@ -268,7 +277,7 @@ def section(args: argparse.Namespace, results: dict, wall: float) -> str:
         "- ‖x − P(x)‖: distance of the truth from the prior's range (what no posterior on the range can represent); "
         "‖x − mean‖: error of the posterior mean; spread: sqrt(Σ_j Var X_j), the error a calibrated posterior "
         "expects; off-range share: mean of (‖x − P(x)‖ / ‖x − mean‖)², the part of the squared error off the range; "
-        "χ²/m: ‖y − A mean‖² / (σ² m), 1 for a mean that fits the data to the noise level (in `+residual` rows the "
+        "χ²/m: ‖y − A mean‖² / (σ² m), 1 for a mean that fits the data to the noise level (in rows with a residual the "
         "mean includes the residual; the workflow's reach check uses the range samples' mean, the plain rows' value).",
     ]
     tv = results.get("tv")
@@ -291,7 +300,7 @@ def main() -> None:
     parser.add_argument("--model-error", action="store_true",
                         help="add the model-error std estimated from 32 training ellipses to the likelihood")
     parser.add_argument("--no-residual", action="store_true",
-                        help="skip the rows with the Gaussian off-range residual fitted on 256 training ellipses")
+                        help="skip the rows with the off-range residuals fitted on 256 training ellipses")
     parser.add_argument("--section", default="ct-uq", help="BENCHMARKS.md section to write (default: ct-uq)")
     parser.add_argument("--sampler-opt", action="append", default=[], metavar="SAMPLER:KEY=VALUE",
                         help="a sampler option, e.g. svi:steps=200 or langevin:burn_in=200 (repeatable)")

@@ -14,7 +14,8 @@ from invprob.cli import main
 from invprob.data import load_dataset
 from invprob.operators.ct import LimitedAngleCT, default_angles
 from invprob.priors import TRUMPET, LinearGaussianPrior
-from invprob.apps.ct_uq.reconstruction import with_residual
+from invprob.apps.ct_uq.reconstruction import map_estimate, map_start, with_residual
+from invprob.solvers import solve
 from invprob.apps.ct_uq import FILES, MAP_KEYS, SUMMARY_KEYS, ct_workflow, load_phantom, parse_angles, parse_levels
 
 # The workflow runs here on tiny untrained or few-step priors with 2-3 MAP iterations: its MAP does not fit the
@@ -553,7 +554,7 @@ def test_model_error_sigma_measures_what_the_prior_cannot_represent(tmp_path, mo
     real = module.solve
 
     def spy(op_, prior_, y_, method, **options):
-        seen[method] = options["sigma"]
+        seen[method] = options.get("sigma")  # None for the TV start
         return real(op_, prior_, y_, method, **options)
 
     monkeypatch.setattr(module, "solve", spy)
@@ -562,7 +563,8 @@ def test_model_error_sigma_measures_what_the_prior_cannot_represent(tmp_path, mo
     result = ct_workflow(on_range[0], out=tmp_path / "wider", model_error=0.5, **run)
     sigma = result.reconstruction.sigma  # the measurement's own noise std is kept and reported
     assert result.summary["model_error_sigma"] == 0.5 and result.summary["sigma"] == sigma
-    assert seen == {"iflow-l": pytest.approx(effective_sigma(sigma, 0.5)), "langevin": pytest.approx(effective_sigma(sigma, 0.5))}
+    assert seen == {"tv": None, "iflow-l": pytest.approx(effective_sigma(sigma, 0.5)),
+                    "langevin": pytest.approx(effective_sigma(sigma, 0.5))}
     with pytest.raises(ValueError, match="model_error"):
         ct_workflow(on_range[0], out=tmp_path / "bad", model_error="big", **run)
 
@@ -609,3 +611,22 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_works(tmp_
         with pytest.raises(RuntimeError, match="another uq-ct run is using"):
             ct_workflow("ellipses:1", out=tmp_path, **run)
     assert ct_workflow("ellipses:1", out=tmp_path, **run).files["summary"].is_file()  # released: runs
+
+
+def test_the_map_starts_at_the_projection_of_a_tv_reconstruction(tiny_prior):
+    op = LimitedAngleCT((1, SIZE, SIZE), ANGLES)
+    truth = load_dataset("ellipses", split="test", size=SIZE)[0][None].to(tiny_prior.dtype)
+    y = op(truth) + 0.05 * torch.randn(op(truth).shape, generator=torch.Generator().manual_seed(0))
+    start = map_start(op, tiny_prior, y, sigma=0.05, beta=4.0)
+    x_tv = solve(op, None, y, "tv", lam=4.0 * 0.05**2).x_hat.clamp(-1, 1)
+    torch.testing.assert_close(start, tiny_prior.project(x_tv).clamp(-1, 1))
+    options = {"iterations": 3}
+    x_map, seconds = map_estimate(op, tiny_prior, y, 0.05, options, torch.Generator().manual_seed(1))
+    direct = solve(op, tiny_prior, y, "iflow-l", sigma=0.05, x_init=start, generator=torch.Generator().manual_seed(1),
+                   **{"tol": 1e-4, "window": 25, **options})
+    torch.testing.assert_close(x_map, direct.x_hat[0])
+    assert seconds > direct.seconds * 0.5
+    own, _ = map_estimate(op, tiny_prior, y, 0.05, {**options, "start": "prior-mean"}, torch.Generator().manual_seed(1))
+    assert not torch.allclose(own, x_map)  # "start" in map_options: iFlow-L's own start, no TV
+    with pytest.raises(ValueError, match="start_tv"):
+        map_estimate(op, tiny_prior, y, 0.05, {**options, "start_tv": -1.0}, None)

@@ -176,3 +176,88 @@ def test_the_digest_tells_models_apart():
     assert model(0).digest() == model(0).digest() != model(1).digest()
     m = model(0)
     assert uq.GaussianResidual(m.mean, m.var, n_images=11).digest() != m.digest()
+
+
+def edge_model(seed: int = 0) -> uq.EdgeAdaptiveResidual:
+    """Three bins of edge strength with distinct means and variances (and the pixel moments of :func:`model`)."""
+    base = model(seed)
+    return uq.EdgeAdaptiveResidual(base.mean, base.var, base.n_images,
+                                   edges=torch.tensor([0.0, 0.5, 1.5, 4.0], dtype=torch.float64),
+                                   bin_mean=torch.tensor([0.0, 0.1, -0.2], dtype=torch.float64),
+                                   bin_var=torch.tensor([0.01, 0.1, 0.5], dtype=torch.float64))
+
+
+def test_edge_strength_is_the_length_of_the_forward_differences():
+    x = torch.tensor([[[[0.0, 3.0], [4.0, 1.0]]]])
+    # (0,0): dx 3, dy 4 -> 5; (0,1): dx 0 (edge), dy -2 -> 2; (1,0): dx -3, dy 0 -> 3; (1,1): 0
+    torch.testing.assert_close(uq.edge_strength(x), torch.tensor([[[[5.0, 2.0], [3.0, 0.0]]]]))
+
+
+def test_edge_adaptive_fit_is_the_per_bin_mean_and_variance_of_the_residuals():
+    prior = LinearGaussianPrior(torch.randn(N, 3, generator=gen(20)), data_shape=SHAPE)
+    images = torch.randn(60, *SHAPE, generator=gen(21))
+    residual = uq.EdgeAdaptiveResidual.fit(prior, images, batch_size=7, bins=4)
+    pixel = uq.GaussianResidual.fit(prior, images)
+    torch.testing.assert_close(residual.mean, pixel.mean) and torch.testing.assert_close(residual.var, pixel.var)
+    projections = prior.project(images)
+    strength, r = uq.edge_strength(projections).flatten(), (images - projections).flatten()
+    torch.testing.assert_close(residual.edges.double(), torch.quantile(strength.double(), torch.linspace(0, 1, 5).double()))
+    for k in range(4):
+        low, high = residual.edges[k], residual.edges[k + 1]
+        inside = (strength >= low) & ((strength < high) if k < 3 else torch.ones_like(strength, dtype=torch.bool))
+        assert residual.bin_mean[k] == pytest.approx(float(r[inside].mean()), rel=1e-4, abs=1e-6)
+        assert residual.bin_var[k] == pytest.approx(float(r[inside].var()), rel=1e-4)
+
+
+def test_edge_adaptive_moments_follow_the_bin_of_each_pixel_and_clamp_outside_the_edges():
+    residual = edge_model()
+    x = torch.zeros(1, *SHAPE, dtype=torch.float64)
+    x[0, 0, 0, 1] = 1.0  # strengths: 1 at (0,0) and (0,1) (dx), 1 at (1,1) (dy): bin 1; the rest 0: bin 0
+    x[0, 0, 3, 0] = 10.0  # strength 10 at (3,0) and (2,0): above the last edge, the last bin
+    mean, var = residual.moments(x)
+    strength = uq.edge_strength(x)[0, 0]
+    expected = torch.where(strength >= 1.5, 2, torch.where(strength >= 0.5, 1, 0))
+    torch.testing.assert_close(var[0, 0], residual.bin_var[expected])
+    torch.testing.assert_close(mean[0, 0], residual.bin_mean[expected])
+    assert set(expected.flatten().tolist()) == {0, 1, 2}
+
+
+def test_edge_adaptive_conditioning_is_dense_gaussian_conditioning_with_each_images_moments():
+    residual = edge_model(1)
+    matrix = torch.randn(9, N, generator=gen(22), dtype=torch.float64)
+    op = MatrixOperator(matrix, SHAPE)
+    v = 2 * torch.randn(2, *SHAPE, generator=gen(23), dtype=torch.float64)
+    y = torch.randn(9, generator=gen(24), dtype=torch.float64).reshape(op.out_shape)
+    out = residual.condition_mean(op, v, y, 0.3, tol=1e-10)
+    mean, var = residual.moments(v)
+    assert not torch.equal(var[0], var[1])
+    for b in range(2):
+        fixed = uq.GaussianResidual(mean[b], var[b], n_images=10)
+        expected, _ = exact_conditional(fixed, matrix, v[b], y, 0.3)
+        torch.testing.assert_close(out[b].flatten(), v[b].flatten() + expected, rtol=1e-7, atol=1e-8)
+        got = residual.misfit(op, v[b], y, 0.3, tol=1e-12).statistic
+        assert got == pytest.approx(fixed.misfit(op, v[b], y, 0.3, tol=1e-12).statistic, rel=1e-8)
+    draws = residual.condition_samples(op, v[:1].expand(20_000, *SHAPE), y, 0.3, generator=gen(25), tol=1e-10) - v[:1]
+    fixed = uq.GaussianResidual(mean[0], var[0], n_images=10)
+    expected, cov = exact_conditional(fixed, matrix, v[0], y, 0.3)
+    torch.testing.assert_close(draws.flatten(1).mean(0), expected, rtol=0, atol=0.02)
+    torch.testing.assert_close(torch.cov(draws.flatten(1).T), cov, rtol=0, atol=0.03)
+
+
+def test_edge_adaptive_model_rejects_bad_bins_and_its_digest_differs_from_the_pixel_models():
+    residual = edge_model()
+    assert residual.digest() != uq.GaussianResidual(residual.mean, residual.var, 10).digest()
+    assert residual.digest() == edge_model().digest()
+    base = model()
+    with pytest.raises(ValueError, match="expected 4 edges and 3 means"):
+        uq.EdgeAdaptiveResidual(base.mean, base.var, 10, torch.zeros(3), torch.zeros(3), torch.ones(3))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        uq.EdgeAdaptiveResidual(base.mean, base.var, 10, torch.tensor([0.0, 2.0, 1.0]), torch.zeros(2), torch.ones(2))
+    with pytest.raises(ValueError, match="bin_var: expected finite variances"):
+        uq.EdgeAdaptiveResidual(base.mean, base.var, 10, torch.tensor([0.0, 1.0]), torch.zeros(1), -torch.ones(1))
+    prior = LinearGaussianPrior(torch.ones(N, 1), data_shape=SHAPE)  # constant projections: one edge strength, 0
+    with pytest.raises(ValueError, match="same edge strength"):
+        uq.EdgeAdaptiveResidual.fit(prior, torch.randn(5, *SHAPE, generator=gen(26)))
+    prior = LinearGaussianPrior(torch.randn(N, 3, generator=gen(27)), data_shape=SHAPE)
+    with pytest.raises(ValueError, match="fewer than 2 residual pixels"):
+        uq.EdgeAdaptiveResidual.fit(prior, torch.randn(2, *SHAPE, generator=gen(28)), bins=20)

@@ -71,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add the subcommand to ``sub``."""
     p = sub.add_parser("uq-ct", help="limited-angle CT with posterior uncertainty maps and calibrated intervals",
                        description=(
-        "Measure a phantom with limited-angle CT (or take a measured sinogram), reconstruct it by FBP and the MAP (iFlow-L from the latent posterior's mode), "
+        "Measure a phantom with limited-angle CT (or take a measured sinogram), reconstruct it by FBP and the MAP (iFlow-L from the prior's projection of a TV reconstruction), "
         "draw posterior samples, and write uncertainty maps (.npz and one PNG, with the Fourier spectrum of the mean "
         "absolute deviation and the unmeasured wedge marked), a JSON summary (SNR/PSNR/SSIM, wedge energy ratio, "
         "chi-square reach check, raw and calibrated coverage of pixel-wise intervals) and a reliability plot. "
@@ -112,7 +112,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "posterior sample given the measurement (widens the intervals where the truth leaves the "
                         "prior's range); none: samples stay on the range (default: ellipses)")
     p.add_argument("--map-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the MAP (iflow-l started at the latent posterior's mode), e.g. iterations=100 (repeatable; VALUE read as JSON)")
+                   help="an option of the MAP (iflow-l started at the projection of a TV reconstruction; start=latent: at the latent posterior's mode; start_tv=BETA: the TV weight BETA sigma^2), e.g. iterations=100 (repeatable; VALUE read as JSON)")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a sampler option, e.g. steps=500 for svi or step_size=1e-4 for langevin (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of noise and methods (default: 0)")

@@ -20,7 +20,9 @@ per module:
   the prior's reach?);
 - :mod:`~invprob.uq.residual`: :class:`GaussianResidual` (the prior's off-range error as a
   Gaussian fitted on training images, conditioned on the measurement to widen range samples
-  where the prior cannot represent the truth; its chi-square misfit test), :func:`solve_spd`.
+  where the prior cannot represent the truth; its chi-square misfit test), :class:`EdgeAdaptiveResidual`
+  (the same with moments that follow the range image's edge strength), :func:`edge_strength`,
+  :func:`solve_spd`.
 
 The limited-angle CT workflow built on these is :func:`invprob.apps.ct_uq.ct_workflow`.
 
@@ -36,7 +38,7 @@ from ..solvers.chain_stats import RunningMoments, effective_sample_size
 from .fourier import fourier_deviation, frequency_polar, missing_wedges, wedge_energy_ratio, wedge_mask, wedge_width
 from .intervals import DEFAULT_LEVELS, coverage, credible_interval, interval_width, min_samples_for_level
 from .reach import Misfit, ReachCheck, reach_check, residual_chi2
-from .residual import GaussianResidual, solve_spd
+from .residual import EdgeAdaptiveResidual, GaussianResidual, edge_strength, solve_spd
 from ._validate import check_levels
 from .summaries import diversity, mean_absolute_deviation, mmse_snr, posterior_mean, posterior_std, sample_snr
 
@@ -44,6 +46,7 @@ __all__ = [
     "CalibrationError",
     "ConformalCalibrator",
     "DEFAULT_LEVELS",
+    "EdgeAdaptiveResidual",
     "GaussianResidual",
     "Misfit",
     "ReachCheck",
@@ -52,6 +55,7 @@ __all__ = [
     "coverage",
     "credible_interval",
     "diversity",
+    "edge_strength",
     "effective_sample_size",
     "fourier_deviation",
     "frequency_polar",

@@ -26,6 +26,17 @@ training spread; those it measures are pinned down by the data. Under the same m
 of freedom: :meth:`GaussianResidual.misfit`, the data-misfit test that does not count the
 off-range error the model expects. No gradients are taken through any of this.
 
+The off-range error of a manifold prior concentrates where the image has edges (its range
+smooths them), so a spread shared by all pixels is too wide on flat regions and too narrow on
+edges. :class:`EdgeAdaptiveResidual` lets the moments depend on the range image itself:
+
+    r_j | v ~ N(m_k, s_k^2),    k = bin of the edge strength |grad v|_j,
+
+``m_k`` and ``s_k^2`` the mean and variance of the training residuals whose projections ``P(x_i)``
+have an edge strength in bin ``k`` (bins: quantiles of the training edge strengths). Given ``v``
+the model is again Gaussian with a diagonal ``V(v)``, so every formula above holds with ``V(v)``,
+per sample.
+
 The approximation: the range samples ``v`` come from the sampler's posterior with the plain
 likelihood ``N(y; A v, s^2 I)``, not with the marginal ``N(y; A v + A mu, K)`` of the joint
 model, so ``y`` informs ``v`` and then ``r`` as if they were independent pieces of evidence. The
@@ -120,9 +131,9 @@ class GaussianResidual:
     def condition_mean(self, op: LinearOperator, x: torch.Tensor, y: torch.Tensor, sigma: float, *,
                        tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER) -> torch.Tensor:
         """``x + E[r | x, y]`` for range estimates ``x`` ``(B, *shape)`` of one measurement ``y`` ``op.out_shape``."""
-        mean, _ = self._check(op, x, y, sigma)
+        mean, var = self._check(op, x, y, sigma)
         misfit = y.unsqueeze(0) - op(x + mean)
-        return x + mean + self._gain(op, misfit, sigma, tol, max_iter)
+        return x + mean + self._gain(op, var, misfit, sigma, tol, max_iter)
 
     @torch.no_grad()
     def condition_samples(self, op: LinearOperator, samples: torch.Tensor, y: torch.Tensor, sigma: float, *,
@@ -136,7 +147,7 @@ class GaussianResidual:
         r0 = mean + var.sqrt() * _randn(samples.shape, generator, samples)
         e0 = sigma * _randn((samples.shape[0], *y.shape), generator, samples)
         misfit = y.unsqueeze(0) - op(samples + r0) - e0
-        return samples + r0 + self._gain(op, misfit, sigma, tol, max_iter)
+        return samples + r0 + self._gain(op, var, misfit, sigma, tol, max_iter)
 
     @torch.no_grad()
     def misfit(self, op: LinearOperator, x: torch.Tensor, y: torch.Tensor, sigma: float, *,
@@ -148,9 +159,9 @@ class GaussianResidual:
         (:class:`invprob.uq.Misfit`; :func:`invprob.uq.reach_check` takes it). Unlike the plain
         ``||y - A x||^2 / s^2`` it does not count the off-range error the model expects as misfit.
         """
-        mean, _ = self._check(op, x.unsqueeze(0), y, sigma)
+        mean, var = self._check(op, x.unsqueeze(0), y, sigma)
         d = (y.unsqueeze(0) - op(x.unsqueeze(0) + mean)).double()
-        w = self._solve(op, d, sigma, tol, max_iter)
+        w = self._solve(op, var, d, sigma, tol, max_iter)
         statistic, dof = float((d * w).sum()), int(d.numel())
         return Misfit(statistic, dof, statistic / dof, chi2_sf(statistic, dof))
 
@@ -163,18 +174,117 @@ class GaussianResidual:
             raise ValueError(f"y: expected one measurement of shape {tuple(op.out_shape)} (no batch axis), "
                              f"got {tuple(y.shape)}")
         check_float(sigma, "sigma", minimum=0, strict=True)
+        return self.moments(x)
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of ``r`` given range images ``x`` ``(B, *shape)``, broadcastable to ``x``:
+        here the pixel-wise ``mean`` and ``var``, the same for every image."""
         return self.mean.to(x), self.var.to(x)
 
-    def _gain(self, op: LinearOperator, misfit: torch.Tensor, sigma: float, tol: float, max_iter: int) -> torch.Tensor:
+    @staticmethod
+    def _gain(op: LinearOperator, var: torch.Tensor, misfit: torch.Tensor, sigma: float, tol: float,
+              max_iter: int) -> torch.Tensor:
         """``V A^T K^{-1} misfit``, computed in float64 (``K``'s condition number can reach
         ``1 + ||A||^2 max(var) / sigma^2``) and returned in ``misfit``'s dtype."""
-        var = self.var.to(device=misfit.device, dtype=torch.float64)
-        return (var * op.adjoint(self._solve(op, misfit.double(), sigma, tol, max_iter))).to(misfit.dtype)
+        solved = GaussianResidual._solve(op, var, misfit.double(), sigma, tol, max_iter)
+        return (var.double() * op.adjoint(solved)).to(misfit.dtype)
 
-    def _solve(self, op: LinearOperator, b: torch.Tensor, sigma: float, tol: float, max_iter: int) -> torch.Tensor:
-        """``K^{-1} b`` for a float64 ``b``, ``K = A V A^T + sigma^2 I``."""
-        var = self.var.to(device=b.device, dtype=torch.float64)
+    @staticmethod
+    def _solve(op: LinearOperator, var: torch.Tensor, b: torch.Tensor, sigma: float, tol: float,
+               max_iter: int) -> torch.Tensor:
+        """``K^{-1} b`` for a float64 ``b``, ``K = A V A^T + sigma^2 I`` with ``V = diag(var)``."""
+        var = var.to(device=b.device, dtype=torch.float64)
         return solve_spd(lambda w: op(var * op.adjoint(w)) + sigma**2 * w, b, tol=tol, max_iter=max_iter)
+
+
+def edge_strength(x: torch.Tensor) -> torch.Tensor:
+    """``|grad x|`` per pixel of images ``(B, C, H, W)``: the length of the forward differences along
+    both axes (zero beyond the last row and column)."""
+    dx = torch.nn.functional.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
+    dy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    return (dx.pow(2) + dy.pow(2)).sqrt()
+
+
+@dataclass(frozen=True)
+class EdgeAdaptiveResidual(GaussianResidual):
+    """Gaussian off-range residual whose pixel moments depend on the edge strength of the range image.
+
+    ``r_j | v ~ N(bin_mean[k], bin_var[k])`` with ``k`` the bin of :func:`edge_strength` ``(v)_j``
+    among ``edges`` (``len(bin_mean) + 1`` increasing values; strengths outside them fall in the end
+    bins). ``mean`` and ``var`` stay the pixel-wise moments, as in :class:`GaussianResidual` (for
+    :attr:`rms`). See the module docstring for the model.
+
+    Example:
+        >>> from invprob.operators import RandomMask
+        >>> from invprob.priors import LinearGaussianPrior
+        >>> g = torch.Generator().manual_seed(0)
+        >>> prior = LinearGaussianPrior(torch.randn(64, 3, generator=g), data_shape=(1, 8, 8))
+        >>> residual = EdgeAdaptiveResidual.fit(prior, torch.randn(40, 1, 8, 8, generator=g), bins=4)
+        >>> v = prior.sample(2, generator=g)
+        >>> mean, var = residual.moments(v)
+        >>> tuple(var.shape), bool((var > 0).all())
+        ((2, 1, 8, 8), True)
+    """
+
+    edges: torch.Tensor
+    bin_mean: torch.Tensor
+    bin_var: torch.Tensor
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bins = self.bin_mean.numel()
+        if self.edges.dim() != 1 or self.edges.numel() != bins + 1 or self.bin_var.shape != self.bin_mean.shape:
+            raise ValueError(f"edges, bin_mean, bin_var: expected {bins + 1} edges and {bins} means and variances, got "
+                             f"{tuple(self.edges.shape)}, {tuple(self.bin_mean.shape)}, {tuple(self.bin_var.shape)}")
+        if bool((self.edges[1:] < self.edges[:-1]).any()):
+            raise ValueError("edges: expected non-decreasing bin edges")
+        if not bool(torch.isfinite(self.bin_var).all()) or bool((self.bin_var < 0).any()):
+            raise ValueError("bin_var: expected finite variances >= 0")
+
+    @classmethod
+    def fit(cls, prior: Prior, images: torch.Tensor, *, batch_size: int = 32, bins: int = 20) -> EdgeAdaptiveResidual:
+        """Pixel-wise and per-bin moments of ``x_i - P(x_i)`` over ``n >= 2`` training ``images``.
+
+        The bins lie between the ``bins + 1`` quantiles of the edge strengths of the projections
+        ``P(x_i)`` (fewer where quantiles coincide); each bin's mean and variance are those of the
+        residual pixels whose projection falls in it.
+        """
+        bins = check_int(bins, "bins", minimum=1)
+        pixel = GaussianResidual.fit(prior, images, batch_size=batch_size)
+        x = images.to(device=prior.device, dtype=prior.dtype)
+        with torch.no_grad():
+            projections = torch.cat([prior.project(b) for b in x.split(batch_size)])
+        residuals, strength = (x - projections).flatten(), edge_strength(projections).flatten()
+        edges = torch.quantile(strength.double(), torch.linspace(0, 1, bins + 1, dtype=torch.float64)).unique()
+        if edges.numel() < 2:
+            raise ValueError("images: every projection has the same edge strength; fit a GaussianResidual instead")
+        edges, bins = edges.to(strength), edges.numel() - 1
+        index = _bin(strength, edges)
+        counts = torch.bincount(index, minlength=bins)
+        if bool((counts < 2).any()):
+            raise ValueError(f"bins: {bins} bins leave some with fewer than 2 residual pixels; use fewer bins or more images")
+        total = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, residuals.double())
+        bin_mean = total / counts
+        squares = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, (residuals.double() - bin_mean[index]) ** 2)
+        bin_var = squares / (counts - 1)
+        return cls(pixel.mean, pixel.var, pixel.n_images, edges, bin_mean.to(strength), bin_var.to(strength))
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel mean and variance of ``r`` given range images ``x`` ``(B, *shape)``, of ``x``'s shape."""
+        index = _bin(edge_strength(x), self.edges.to(x))
+        return self.bin_mean.to(x)[index], self.bin_var.to(x)[index]
+
+    def digest(self) -> str:
+        """A short hash of every field: equal for equal models."""
+        h = hashlib.sha256(super().digest().encode())
+        for t in (self.edges, self.bin_mean, self.bin_var):
+            h.update(t.detach().to(device="cpu", dtype=torch.float64).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def _bin(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Index ``k`` with ``edges[k] <= value < edges[k + 1]``, values outside the edges in the end bins."""
+    return torch.bucketize(values, edges[1:-1], right=True)
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:

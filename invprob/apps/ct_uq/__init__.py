@@ -2,7 +2,7 @@
 
 The workflow measures a phantom with :class:`~invprob.operators.LimitedAngleCT` (by default 30
 angles in ``[30°, 150°]``, a 60° unmeasured wedge) or takes a measured sinogram, reconstructs it
-by FBP and the MAP (iFlow-L from the latent posterior's mode), draws posterior samples, and writes uncertainty maps, the coverage of the
+by FBP and the MAP (iFlow-L from the prior's projection of a TV reconstruction), draws posterior samples, and writes uncertainty maps, the coverage of the
 pixel-wise intervals (raw and, with a calibration set, split-conformal calibrated), and a check
 that the input is within the prior's reach. Modules:
 

@@ -16,7 +16,7 @@ from ...operators.ct import LimitedAngleCT
 from ...operators.noise import add_noise
 from ...priors.base import Prior
 from ...solvers import solve
-from .settings import MAP_METHOD, MAP_OPTIONS, default_sampler_options
+from .settings import DATA_RANGE, MAP_METHOD, MAP_OPTIONS, MAP_START_TV, default_sampler_options
 
 
 @dataclass
@@ -94,8 +94,9 @@ def reconstruct(
 ) -> Reconstruction:
     """FBP, the MAP estimate (unless ``with_map`` is False) and posterior samples of one sinogram ``y``.
 
-    The MAP is iFlow-L's (:data:`~invprob.apps.ct_uq.settings.MAP_OPTIONS`,
-    with the known ``sigma``); ``map_options`` override those options. With ``model_error`` ``tau`` (:func:`model_error_sigma`), MAP and sampler
+    The MAP is iFlow-L's (:data:`~invprob.apps.ct_uq.settings.MAP_OPTIONS`, with the known
+    ``sigma``) from the projection of a TV reconstruction (:func:`map_start`); ``map_options``
+    override those options (``"start"`` selects iFlow-L's own start, ``"start_tv"`` the TV weight). With ``model_error`` ``tau`` (:func:`model_error_sigma`), MAP and sampler
     use the noise std ``sqrt(sigma^2 + tau^2)``; the returned ``sigma`` stays the measurement's.
     With ``residual`` (:class:`invprob.uq.GaussianResidual`), each posterior sample ``v`` becomes
     ``v + r``, ``r`` drawn from the off-range residual's posterior given ``v`` and ``y``, and the
@@ -112,14 +113,43 @@ def reconstruct(
     x_map, seconds_map = None, 0.0
     noise = effective_sigma(sigma, model_error)
     if with_map:
-        options = {"sigma": noise, **MAP_OPTIONS, **(map_options or {})}
-        result = solve(op, prior, batch, MAP_METHOD, generator=generator, **options)
-        x_map, seconds_map = result.x_hat[0].detach(), result.seconds
+        x_map, seconds_map = map_estimate(op, prior, batch, noise, map_options, generator)
     options = default_sampler_options(sampler, noise, n_samples, sampler_options)
     result = solve(op, prior, batch, sampler, generator=generator, **options)
     samples = result.samples[0].detach()[:n_samples]
     rec = Reconstruction(truth, y, sigma, fbp, x_map, samples, seconds_map, result.seconds)
     return rec if residual is None else with_residual(op, residual, rec, generator)
+
+
+def map_start(op: LimitedAngleCT, prior: Prior, y: torch.Tensor, sigma: float, beta: float = MAP_START_TV) -> torch.Tensor:
+    """``P(clip(x_TV))`` for sinograms ``y`` ``(B, *op.out_shape)``: the prior's projection of the TV
+    reconstruction with weight ``beta sigma^2`` (:data:`~invprob.apps.ct_uq.settings.MAP_START_TV`),
+    both clipped to the data range ``[-1, 1]``.
+
+    Example:
+        >>> from invprob.priors.pretrained import load_prior
+        >>> prior = load_prior("trumpet-ellipses")
+        >>> op = LimitedAngleCT(tuple(prior.data_shape))
+        >>> x0 = map_start(op, prior, op(prior.mean_image()), sigma=1.0)
+        >>> tuple(x0.shape)
+        (1, 1, 64, 64)
+    """
+    beta = check_float(beta, "start_tv", minimum=0)
+    half = DATA_RANGE / 2
+    x_tv = solve(op, None, y, "tv", lam=beta * sigma**2).x_hat.detach().clamp(-half, half)
+    with torch.no_grad():
+        return prior.project(x_tv).clamp(-half, half)
+
+
+def map_estimate(op: LimitedAngleCT, prior: Prior, y: torch.Tensor, sigma: float, map_options: dict[str, Any] | None,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, float]:
+    """The workflow's MAP of one sinogram ``y`` ``(1, *op.out_shape)`` and its seconds, start included."""
+    start = time.perf_counter()
+    options = {"sigma": sigma, **MAP_OPTIONS, **(map_options or {})}
+    beta = options.pop("start_tv", MAP_START_TV)
+    x_init = None if "start" in options else map_start(op, prior, y, sigma, beta)
+    result = solve(op, prior, y, MAP_METHOD, generator=generator, x_init=x_init, **options)
+    return result.x_hat[0].detach(), time.perf_counter() - start
 
 
 def with_residual(op: LimitedAngleCT, residual: uq.GaussianResidual, rec: Reconstruction,

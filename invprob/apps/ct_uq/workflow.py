@@ -31,7 +31,7 @@ from .reconstruction import (
     model_error_sigma,
     reconstruct,
 )
-from .settings import DEFAULT_LEVELS, DEFAULT_PRIOR, MAP_METHOD, check_settings
+from .settings import DEFAULT_LEVELS, DEFAULT_PRIOR, MAP_METHOD, MAP_OPTIONS, MAP_START_TV, check_settings
 
 SUMMARY_KEYS = (
     "phantom", "prior", "image_shape", "angles_deg", "angle_range_deg", "missing_wedges_deg", "snr_db", "sigma",
@@ -83,7 +83,7 @@ def ct_workflow(
     """Limited-angle CT reconstruction with posterior uncertainty maps, calibrated intervals and a reach check.
 
     The phantom is measured with :class:`~invprob.operators.LimitedAngleCT` at ``snr_db`` (or a
-    measured sinogram is given), reconstructed by FBP and the MAP (iFlow-L started at the latent posterior's mode), and sampled from the
+    measured sinogram is given), reconstructed by FBP and the MAP (iFlow-L started at the prior's projection of a TV reconstruction), and sampled from the
     posterior with ``sampler``, each sample plus a draw of the prior's off-range residual
     (``residual``). Coverage of the pixel-wise central credible intervals is measured on the
     evaluation set (the phantom, when its truth is known, and ``evaluation`` more phantoms); with
@@ -116,9 +116,10 @@ def ct_workflow(
         model_error: std ``tau`` of the prior's model error added to the likelihood's noise
             (``sqrt(sigma^2 + tau^2)``, :func:`~invprob.apps.ct_uq.reconstruction.model_error_sigma`);
             ``"auto"``: estimated from :data:`MODEL_ERROR_IMAGES` training ellipses; None: none.
-        residual: the prior's off-range error as a Gaussian (:class:`invprob.uq.GaussianResidual`):
-            ``"ellipses"`` (default) fitted on :data:`RESIDUAL_IMAGES` training ellipses, images
-            ``(K, C, N, N)`` to fit it on, a fitted model, or None (samples stay on the prior's range).
+        residual: the prior's off-range error as a Gaussian: ``"ellipses"`` (default) a
+            :class:`invprob.uq.GaussianResidual` fitted on :data:`RESIDUAL_IMAGES` training
+            ellipses, images ``(K, C, N, N)`` to fit one on, a fitted model (also an
+            :class:`invprob.uq.EdgeAdaptiveResidual`), or None (samples stay on the prior's range).
             Each sample ``v`` becomes ``v + r``, ``r`` drawn given ``v`` and the measurement, and the
             MAP gets its conditional mean; the intervals widen by the off-range spread of the
             training images where the scan does not pin ``r`` down.
@@ -183,6 +184,7 @@ def ct_workflow(
         "measurement_sum": None if truth is not None else float(y_given.double().sum()),
         "prior": digest, "angles": list(angles_t), "snr_db": float(snr_db), "sampler": sampler,
         "n_samples": n_samples, "map_options": map_options, "sampler_options": sampler_options, "seed": seed,
+        "map_defaults": {"options": MAP_OPTIONS, "start_tv": MAP_START_TV},
     })
 
     with store:
