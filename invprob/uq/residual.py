@@ -105,14 +105,7 @@ class GaussianResidual:
 
         ``P`` is ``prior.project``; ``batch_size`` images are projected at a time.
         """
-        if not isinstance(images, torch.Tensor) or images.dim() < 2:
-            raise TypeError(f"images: expected a tensor (n, *shape), got {type(images).__name__}")
-        if images.shape[0] < 2:
-            raise ValueError(f"images: expected at least 2 training images to estimate a variance, got {images.shape[0]}")
-        batch_size = check_int(batch_size, "batch_size", minimum=1)
-        x = images.to(device=prior.device, dtype=prior.dtype)
-        with torch.no_grad():
-            residuals = torch.cat([b - prior.project(b) for b in x.split(batch_size)])
+        residuals, _ = _projection_residuals(prior, images, batch_size)
         return cls(residuals.mean(0), residuals.var(0), int(images.shape[0]))
 
     @property
@@ -197,6 +190,19 @@ class GaussianResidual:
         return solve_spd(lambda w: op(var * op.adjoint(w)) + sigma**2 * w, b, tol=tol, max_iter=max_iter)
 
 
+def _projection_residuals(prior: Prior, images: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_i - P(x_i), P(x_i))`` of ``n >= 2`` training ``images``, ``batch_size`` projected at a time."""
+    if not isinstance(images, torch.Tensor) or images.dim() < 2:
+        raise TypeError(f"images: expected a tensor (n, *shape), got {type(images).__name__}")
+    if images.shape[0] < 2:
+        raise ValueError(f"images: expected at least 2 training images to estimate a variance, got {images.shape[0]}")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    x = images.to(device=prior.device, dtype=prior.dtype)
+    with torch.no_grad():
+        projections = torch.cat([prior.project(b) for b in x.split(batch_size)])
+    return x - projections, projections
+
+
 def edge_strength(x: torch.Tensor) -> torch.Tensor:
     """``|grad x|`` per pixel of images ``(B, C, H, W)``: the length of the forward differences along
     both axes (zero beyond the last row and column)."""
@@ -250,11 +256,8 @@ class EdgeAdaptiveResidual(GaussianResidual):
         residual pixels whose projection falls in it.
         """
         bins = check_int(bins, "bins", minimum=1)
-        pixel = GaussianResidual.fit(prior, images, batch_size=batch_size)
-        x = images.to(device=prior.device, dtype=prior.dtype)
-        with torch.no_grad():
-            projections = torch.cat([prior.project(b) for b in x.split(batch_size)])
-        residuals, strength = (x - projections).flatten(), edge_strength(projections).flatten()
+        pixel_residuals, projections = _projection_residuals(prior, images, batch_size)
+        residuals, strength = pixel_residuals.flatten(), edge_strength(projections).flatten()
         edges = torch.quantile(strength.double(), torch.linspace(0, 1, bins + 1, dtype=torch.float64)).unique()
         if edges.numel() < 2:
             raise ValueError("images: every projection has the same edge strength; fit a GaussianResidual instead")
@@ -267,7 +270,8 @@ class EdgeAdaptiveResidual(GaussianResidual):
         bin_mean = total / counts
         squares = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, (residuals.double() - bin_mean[index]) ** 2)
         bin_var = squares / (counts - 1)
-        return cls(pixel.mean, pixel.var, pixel.n_images, edges, bin_mean.to(strength), bin_var.to(strength))
+        return cls(pixel_residuals.mean(0), pixel_residuals.var(0), int(images.shape[0]), edges,
+                   bin_mean.to(strength), bin_var.to(strength))
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel mean and variance of ``r`` given range images ``x`` ``(B, *shape)``, of ``x``'s shape."""
