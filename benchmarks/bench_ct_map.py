@@ -4,8 +4,8 @@ For ellipse phantoms measured as in ``bench_ct_uq.py`` (30 angles in [30Â°, 150Â
 seeds: evaluation phantom ``i`` with seed ``i``, calibration phantom ``100 + j`` with ``10000 + j``),
 prints per phantom the SNR (dB) of TV (weight 10, the ct-uq baseline's pick), of the workflow's MAP
 on the prior's range (``invprob.apps.ct_uq.reconstruction.map_estimate``), of that MAP plus the
-conditional mean of the pixel-wise residual (``invprob.uq.GaussianResidual``, the workflow's
-default) and of the edge-adaptive one (``invprob.uq.EdgeAdaptiveResidual``), both fitted on 256
+conditional mean of the pixel-wise residual (``invprob.uq.GaussianResidual``) and of the
+edge-adaptive one (``invprob.uq.EdgeAdaptiveResidual``, the workflow's default), both fitted on 256
 training ellipses, and the MAP's seconds; then the means and the median seconds. No SVI samples:
 a few minutes instead of the ct-uq protocol's half hour.
 

@@ -6,7 +6,7 @@ with ``LimitedAngleCT`` (30 angles in ``[30°, 150°]``) at 30 dB SNR; each samp
 ``--samplers`` draws ``--n-samples`` posterior samples (``invprob.apps.ct_uq.reconstruct``, the
 workflow's default options unless ``--quick``); the workflow's MAP (iFlow-L from the projection of a TV reconstruction) is
 computed on the evaluation phantoms unless ``--no-map``, and TV with its weight tuned on the
-calibration phantoms unless ``--no-tv``. Recorded, pooled over every pixel of the evaluation phantoms:
+calibration phantoms (fixed and noise-scaled weights) unless ``--no-tv``. Recorded, pooled over every pixel of the evaluation phantoms:
 
 - raw coverage of the central credible intervals at 50/80/90/95 % and their mean width;
 - calibrated coverage and width: a ``ConformalCalibrator`` fitted on the calibration phantoms
@@ -16,8 +16,8 @@ calibration phantoms unless ``--no-tv``. Recorded, pooled over every pixel of th
   part of the truth the prior cannot represent), the error of the mean ``||x - <X>||`` and the
   posterior spread ``sqrt(sum_j Var X_j)``; and the reduced chi-square data misfit of the mean.
 
-Finished (phantom, sampler) reconstructions are cached in ``--out`` so an interrupted run
-resumes. Writes the ``ct-uq`` section of ``benchmarks/BENCHMARKS.md`` (unless ``--dry-run``),
+Finished (phantom, sampler) reconstructions are cached in ``--out``, keyed by the prior's weights and
+the settings, so an interrupted run resumes. Writes the ``ct-uq`` section of ``benchmarks/BENCHMARKS.md`` (unless ``--dry-run``),
 ``records.json`` and ``reliability.png`` to ``--out``.
 
 Run: ``python benchmarks/bench_ct_uq.py --n-eval 20 --n-cal 10 --samplers svi,langevin``;
@@ -45,9 +45,10 @@ from invprob import uq  # noqa: E402
 from invprob.apps.ct_uq import DEFAULT_LEVELS, measure, quality, reconstruct  # noqa: E402
 from invprob.apps.ct_uq.figures import reliability_plot  # noqa: E402
 from invprob.apps.ct_uq.maps import misfit, range_distance  # noqa: E402
+from invprob.apps.ct_uq.outputs import prior_digest  # noqa: E402
 from invprob.apps.ct_uq.reconstruction import Reconstruction, model_error_sigma, with_residual  # noqa: E402
 from invprob.apps.ct_uq.workflow import MODEL_ERROR_IMAGES, RESIDUAL_IMAGES  # noqa: E402
-from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET, MAP_OPTIONS, MAP_START_TV  # noqa: E402
+from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET, MAP_OPTIONS, MAP_START_TV, default_sampler_options  # noqa: E402
 from invprob.data import load_dataset  # noqa: E402
 from invprob.operators.ct import LimitedAngleCT, default_angles  # noqa: E402
 from invprob.priors.pretrained import load_prior  # noqa: E402
@@ -55,11 +56,16 @@ from invprob.progress import progress  # noqa: E402
 
 SNR_DB = 30.0
 RESIDUAL_SUFFIX = "+residual"
-"""Name suffix of a sampler's results with the pixel-wise Gaussian off-range residual added (the workflow's default)."""
+"""Name suffix of a sampler's results with the pixel-wise Gaussian off-range residual added (``residual="ellipses-pixel"``)."""
 EDGE_RESIDUAL_SUFFIX = "+edge-residual"
-"""Name suffix of a sampler's results with the edge-adaptive off-range residual added (for comparison)."""
-TV_WEIGHTS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-"""TV weights tried on the calibration phantoms; the best by mean SNR is applied to the evaluation phantoms."""
+"""Name suffix of a sampler's results with the edge-adaptive off-range residual added (the workflow's default)."""
+TV_WEIGHTS = (0.3, 1.0, 3.0, 6.0, 10.0, 15.0, 30.0, 100.0)
+"""Fixed TV weights tried on the calibration phantoms."""
+TV_SIGMA2_FACTORS = (1.0, 2.0, 4.0, 8.0, 16.0)
+"""Factors ``beta`` of the noise-scaled TV weights ``beta sigma^2`` tried on the calibration phantoms (the
+family of the MAP's TV start); the best of both families by mean SNR is applied to the evaluation phantoms."""
+TV_TUNING_PHANTOMS = 10
+"""How many calibration phantoms (the first ones) tune the TV weight."""
 
 
 def settings(args: argparse.Namespace) -> tuple[dict, dict[str, dict]]:
@@ -136,7 +142,8 @@ def run(args: argparse.Namespace) -> dict:
                      EDGE_RESIDUAL_SUFFIX: uq.EdgeAdaptiveResidual.fit(prior, train)}
     variants = samplers + [f"{s}{suffix}" for suffix in residuals for s in samplers]
     map_settings = {"options": MAP_OPTIONS, "start_tv": MAP_START_TV}
-    parts = [args.prior, args.n_samples, map_options, sampler_options, map_settings] + ([tau] if tau is not None else [])
+    resolved = {s: default_sampler_options(s, 1.0, args.n_samples, sampler_options[s]) for s in samplers}  # sigma: a placeholder
+    parts = [prior_digest(prior), args.n_samples, map_options, resolved, map_settings] + ([tau] if tau is not None else [])
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     evals = [("eval", i, i) for i in range(args.n_eval)]
     cals = [("cal", CALIBRATION_OFFSET + j, 10_000 + j) for j in range(args.n_cal)]
@@ -187,29 +194,41 @@ def run(args: argparse.Namespace) -> dict:
                          scales=list(calibrator.scales))
         pooled[sampler] = entry
     first = samplers[0]
-    tv = tv_baseline(op, recs[(first, "cal")][:5], recs[(first, "eval")]) if not args.no_tv else None
+    tv = tv_baseline(op, recs[(first, "cal")][:TV_TUNING_PHANTOMS], recs[(first, "eval")]) if not args.no_tv else None
     return {"pooled": pooled, "records": records, "model_error_sigma": tau, "tv": tv,
             "residual_rms": residuals[RESIDUAL_SUFFIX].rms if residuals else None,
             "sigma_mean": statistics.fmean(r.sigma for r in recs[(samplers[0], "eval")])}
 
 
 def tv_baseline(op: LimitedAngleCT, tuning: list[Reconstruction], evaluation: list[Reconstruction]) -> dict:
-    """TV-regularised least squares: the weight of :data:`TV_WEIGHTS` with the best mean SNR on the
-    ``tuning`` phantoms (calibration ones), then the SNR and seconds per phantom on ``evaluation``."""
+    """TV-regularised least squares: of the fixed weights :data:`TV_WEIGHTS` and the noise-scaled
+    ``beta sigma^2`` of :data:`TV_SIGMA2_FACTORS`, the one with the best mean SNR on the ``tuning``
+    phantoms (calibration ones), then the SNR and seconds per phantom on ``evaluation``."""
     from invprob.metrics import snr
     from invprob.solvers import solve
 
-    def run_tv(recs: list[Reconstruction], lam: float) -> tuple[float, float]:
-        y, truth = torch.stack([r.y for r in recs]), torch.stack([r.truth for r in recs])
-        result = solve(op, None, y, "tv", lam=lam, progress=False)
-        return float(snr(truth, result.x_hat).mean()), result.seconds / len(recs)
+    def run_tv(recs: list[Reconstruction], weight: tuple[str, float]) -> tuple[float, float]:
+        kind, value = weight
+        snrs, seconds = [], 0.0
+        for r in recs:
+            result = solve(op, None, r.y[None], "tv", lam=value * r.sigma**2 if kind == "sigma2" else value, progress=False)
+            snrs.append(float(snr(r.truth[None], result.x_hat)[0]))
+            seconds += result.seconds
+        return statistics.fmean(snrs), seconds / len(recs)
 
     if not tuning:
         raise SystemExit("tv: tuning the TV weight needs calibration phantoms (--n-cal >= 1), or pass --no-tv")
-    tuned = {lam: run_tv(tuning, lam)[0] for lam in TV_WEIGHTS}
-    lam = max(tuned, key=tuned.get)
-    value, seconds = run_tv(evaluation, lam)
-    return {"lam": lam, "tuning_snr": tuned, "snr": value, "seconds": seconds}
+    weights = [("fixed", w) for w in TV_WEIGHTS] + [("sigma2", b) for b in TV_SIGMA2_FACTORS]
+    tuned = {weight: run_tv(tuning, weight)[0] for weight in weights}
+    best = max(tuned, key=tuned.get)
+    value, seconds = run_tv(evaluation, best)
+    return {"lam": _weight_name(best), "tuning_snr": {_weight_name(w): v for w, v in tuned.items()},
+            "n_tuning": len(tuning), "snr": value, "seconds": seconds}
+
+
+def _weight_name(weight: tuple[str, float]) -> str:
+    kind, value = weight
+    return f"{value:g}σ²" if kind == "sigma2" else f"{value:g}"
 
 
 def section(args: argparse.Namespace, results: dict, wall: float) -> str:
@@ -238,9 +257,9 @@ def section(args: argparse.Namespace, results: dict, wall: float) -> str:
         *([f"- rows `SAMPLER{RESIDUAL_SUFFIX}`: the same posterior samples plus the Gaussian off-range residual "
            f"(`invprob.uq.GaussianResidual`, pixel-wise mean and variance of x − P(x) on {RESIDUAL_IMAGES} training "
            f"ellipses, RMS {results['residual_rms']:.4f}) drawn given each sample and the sinogram; its MAP is the "
-           f"plain row's MAP plus the residual's conditional mean (the workflow's default); rows "
+           f"plain row's MAP plus the residual's conditional mean (`--residual ellipses-pixel`); rows "
            f"`SAMPLER{EDGE_RESIDUAL_SUFFIX}`: the same with `invprob.uq.EdgeAdaptiveResidual` (mean and variance "
-           "per bin of the edge strength |∇v| of the range sample)"]
+           "per bin of the edge strength |∇v| of the range sample; the workflow's default)"]
           if results.get("residual_rms") is not None else []),
         "- coverage: fraction of all evaluation pixels inside their interval (nominal = the level); width: mean "
         "interval width in image units ([-1, 1] range); calibrated: split-conformal scales fitted on the calibration "
@@ -282,8 +301,9 @@ def section(args: argparse.Namespace, results: dict, wall: float) -> str:
     ]
     tv = results.get("tv")
     if tv:
-        lines.append(f"- TV baseline (FISTA, weight {tv['lam']:g} of {list(TV_WEIGHTS)}, chosen by the mean SNR on the "
-                     f"first {min(5, args.n_cal)} calibration phantoms): SNR {tv['snr']:.2f} dB on the evaluation phantoms, "
+        lines.append(f"- TV baseline (FISTA, weight {tv['lam']} of the fixed {list(TV_WEIGHTS)} and the noise-scaled "
+                     f"{[f'{b:g}σ²' for b in TV_SIGMA2_FACTORS]}, chosen by the mean SNR on the "
+                     f"first {tv['n_tuning']} calibration phantoms): SNR {tv['snr']:.2f} dB on the evaluation phantoms, "
                      f"{tv['seconds']:.2f} s per phantom.")
     return "\n".join(lines)
 

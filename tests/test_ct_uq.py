@@ -208,12 +208,18 @@ def test_the_residual_model_adds_a_conditioned_draw_to_each_range_sample(tiny_pr
     assert on_range.summary["residual_model"] is None
     train = load_dataset("ellipses", split="train", size=SIZE)
     images = torch.stack([train[i] for i in range(256)])
-    residual = uq.GaussianResidual.fit(tiny_prior, images)
+    residual = uq.EdgeAdaptiveResidual.fit(tiny_prior, images)
     rec = on_range.reconstruction
     op = LimitedAngleCT((1, SIZE, SIZE), ANGLES)
     with torch.no_grad():
         expected_map = residual.condition_mean(op, rec.map[None], rec.y, rec.sigma)[0]
     torch.testing.assert_close(widened.reconstruction.map, expected_map, rtol=1e-4, atol=1e-5)
+    assert widened.summary["residual_model"]["model"] == "EdgeAdaptiveResidual"
+    pixel = ct_workflow("ellipses:2", out=tmp_path / "pixel", residual="ellipses-pixel", **run)
+    with torch.no_grad():
+        pixel_map = uq.GaussianResidual.fit(tiny_prior, images).condition_mean(op, rec.map[None], rec.y, rec.sigma)[0]
+    torch.testing.assert_close(pixel.reconstruction.map, pixel_map, rtol=1e-4, atol=1e-5)
+    assert pixel.summary["residual_model"]["model"] == "GaussianResidual"
     added = widened.reconstruction.samples - rec.samples  # the same range samples (same seed), plus r
     assert float(added.std(0).mean()) > 0.01
     assert float(widened.reconstruction.std.mean()) > float(rec.std.mean())
@@ -226,7 +232,7 @@ def test_the_residual_model_adds_a_conditioned_draw_to_each_range_sample(tiny_pr
     torch.testing.assert_close(given.reconstruction.samples, widened.reconstruction.samples)
     assert given.summary["residual_model"]["source"] == "fitted on the 256 images given as residual"
     assert given.summary["residual_model"]["digest"] == widened.summary["residual_model"]["digest"]
-    for bad, words in (("gaussian", "residual: expected 'ellipses'"), (torch.zeros(3, 1, 8, 8), r"\(K, 1, 16, 16\)")):
+    for bad, words in (("gaussian", r"residual: expected one of \['ellipses', 'ellipses-pixel'\]"), (torch.zeros(3, 1, 8, 8), r"\(K, 1, 16, 16\)")):
         with pytest.raises(ValueError, match=words):
             ct_workflow("ellipses:2", out=tmp_path / "bad", residual=bad, **run)
     with pytest.raises(ValueError, match=r"residual: expected a model of images \(1, 16, 16\), got one of \(1, 8, 8\)"):
@@ -597,6 +603,8 @@ def test_figure_title_names_angles_wedge_snr_mad_and_the_reach_flag():
     assert "REACH" not in title and "residual" not in title
     summary["residual_model"] = {"source": "fitted on 256 training ellipses"}
     assert "svi (64 samples) + Gaussian off-range residual (fitted on 256 training ellipses)" in _title(summary, "phantom")
+    summary["residual_model"]["model"] = "EdgeAdaptiveResidual"
+    assert "+ edge-adaptive Gaussian off-range residual (fitted on" in _title(summary, "phantom")
     summary["reach"] = {"out_of_reach": True, "reason": "chi2/m = 40"}
     assert "OUT OF THE PRIOR'S REACH: chi2/m = 40" in _title(summary, "phantom")
 

@@ -145,6 +145,42 @@ def test_svi_matches_exact_posterior(op_name):
     check_moments(result.samples[0], exact.mean[0], exact.cov[0])
 
 
+def test_warm_started_svi_matches_exact_posterior():
+    """Started at N(f^dagger(x_init), I) far from the posterior, the fit still reaches it."""
+    prior, op = make_prior(), OPERATORS["gaussian"]()
+    y = measure(prior, op)
+    exact = prior.exact_posterior(op, y, SIGMA)
+    far = prior.decode(torch.full((1, LATENT), 3.0))
+    result = solve(op, prior, y, "svi", generator=seeded(), x_init=far, start="x_init", **SVI_FAST)
+    check_moments(result.samples[0], exact.mean[0], exact.cov[0])
+
+
+@pytest.mark.parametrize("method", ["svi", "ambient-vi"])
+def test_vi_start_x_init_centres_the_flow_on_its_coordinates(method):
+    prior, op = full_rank_prior(), OPERATORS["identity"]()
+    y = measure(prior, op, n=2)
+    x0 = prior.sample(2, generator=seeded(9))
+    opts = dict(TINY[method], steps=1, lr=1e-9, n_samples=2000)
+    result = solve(op, prior, y, method, generator=seeded(), x_init=x0, start="x_init", start_scale=0.5, **opts)
+    centre = prior.encode(x0) if method == "svi" else x0.flatten(1)
+    for b, posterior in enumerate(result.extras["posterior"]):
+        torch.testing.assert_close(posterior.centre, centre[b])
+        with torch.no_grad():
+            draws, log_q = posterior.draw(2000, seeded(1))
+        assert float((draws.mean(0) - centre[b]).abs().max()) < 0.05  # N(c, 0.5^2 I): the mean of 2000 draws
+        torch.testing.assert_close(draws.std(0), torch.full_like(draws[0], 0.5), atol=0.05, rtol=0)
+        exact = torch.distributions.Normal(centre[b], 0.5).log_prob(draws).sum(1)  # log q of the shifted, scaled flow
+        torch.testing.assert_close(log_q, exact, atol=1e-3, rtol=1e-4)
+    cold = solve(op, prior, y, method, generator=seeded(), x_init=x0, **opts)  # start="prior": x_init unused
+    assert all(p.centre is None for p in cold.extras["posterior"])
+    with pytest.raises(ValueError, match=r"x_init: start='x_init' needs one image per measurement, shape \(2, 1, 4, 4\), got None"):
+        solve(op, prior, y, method, start="x_init", **opts)
+    with pytest.raises(ValueError, match="start_scale"):
+        solve(op, prior, y, method, x_init=x0, start="x_init", start_scale=0.0, **opts)
+    with pytest.raises(ValueError, match="x_init: expected 2 start"):
+        solve(op, prior, y, method, x_init=x0[:1], start="x_init", **opts)
+
+
 @pytest.mark.parametrize("op_name", sorted(OPERATORS))
 def test_mala_matches_exact_posterior(op_name):
     prior, op = make_prior(), OPERATORS[op_name]()

@@ -94,6 +94,32 @@ def test_non_finite_loss_stops_with_clear_error(tmp_path):
         fit(_model(), bad, _data(), tmp_path, **OPTS)
 
 
+def _blowing_up(factor):
+    """The usual loss, multiplied by ``factor`` from step 12 on (a finite blow-up)."""
+
+    def loss(model, batch, generator, step):
+        value, metrics = _loss(model, batch, generator)
+        return value * (factor if step >= 12 else 1.0), metrics
+
+    return loss
+
+
+def test_finite_blow_up_stops_with_clear_error_also_after_a_resume(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"step 12 is more than max_loss_growth=10000 times"):
+        fit(_model(), _blowing_up(1e6), _data(), tmp_path / "a", pass_step=True, **OPTS)
+    fit(_model(), _blowing_up(1e6), _data(), tmp_path / "b", pass_step=True, stop_after=11, **OPTS)
+    with pytest.raises(TrainingDiverged, match="step 12"):
+        fit(_model(), _blowing_up(1e6), _data(), tmp_path / "b", pass_step=True, resume=True, **OPTS)
+
+
+def test_growth_within_the_bound_or_with_the_check_off_trains_on(tmp_path):
+    assert fit(_model(), _blowing_up(100.0), _data(), tmp_path / "a", pass_step=True, **OPTS)["step"][-1] == 30
+    history = fit(_model(), _blowing_up(1e6), _data(), tmp_path / "b", pass_step=True, max_loss_growth=None, **OPTS)
+    assert history["step"][-1] == 30
+    with pytest.raises(ValueError, match="max_loss_growth"):
+        fit(_model(), _loss, _data(), tmp_path / "c", max_loss_growth=0.5, **OPTS)
+
+
 def test_corrupt_and_missing_checkpoints_are_detected(tmp_path):
     save_checkpoint(tmp_path, {"w": torch.arange(6.0)}, {"hello": 1})
     tensors, config = load_checkpoint(tmp_path)

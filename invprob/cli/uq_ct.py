@@ -107,10 +107,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-error", default=None, metavar="auto|TAU",
                    help="add the prior's model error to the likelihood: noise std sqrt(sigma^2 + TAU^2); auto "
                         "estimates TAU from ||A (x - P(x))|| of 32 training ellipses (default: none)")
-    p.add_argument("--residual", choices=("ellipses", "none"), default="ellipses",
+    p.add_argument("--residual", choices=("ellipses", "ellipses-pixel", "none"), default="ellipses",
                    help="the prior's off-range error as a Gaussian fitted on 256 training ellipses, added to each "
                         "posterior sample given the measurement (widens the intervals where the truth leaves the "
-                        "prior's range); none: samples stay on the range (default: ellipses)")
+                        "prior's range): ellipses, its moments per bin of the sample's edge strength; ellipses-pixel, "
+                        "per pixel; none: samples stay on the range (default: ellipses)")
     p.add_argument("--map-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the MAP (iflow-l started at the projection of a TV reconstruction; start=latent: at the latent posterior's mode; start_tv=BETA: the TV weight BETA sigma^2), e.g. iterations=100 (repeatable; VALUE read as JSON)")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",

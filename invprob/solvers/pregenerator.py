@@ -87,6 +87,14 @@ class PreGenerator(nn.Module):
             layers.append(ConditionalAffine(self.dim, self.context_dim, hidden, generator))
         self.layers = nn.ModuleList(layers)
 
+    @torch.no_grad()
+    def scale_start(self, scale: float) -> None:
+        """Multiply the first element-wise affine map's scale by ``scale``: a flow at the identity then
+        maps ``eps`` to ``scale * eps``, i.e. starts as ``N(0, scale^2 I)``."""
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale: expected a finite number > 0, got {scale!r}")
+        self.layers[0].log_scale.add_(math.log(scale))
+
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments (JSON-serialisable)."""
         return {

@@ -98,6 +98,8 @@ def reconstruct(
     ``sigma``) from the projection of a TV reconstruction (:func:`map_start`); ``map_options``
     override those options (``"start"`` selects iFlow-L's own start, ``"start_tv"`` the TV weight). With ``model_error`` ``tau`` (:func:`model_error_sigma`), MAP and sampler
     use the noise std ``sqrt(sigma^2 + tau^2)``; the returned ``sigma`` stays the measurement's.
+    SVI starts at the prior's encoding of the MAP (``start="x_init"``, the workflow's default; the
+    MAP is computed for it even when ``with_map`` is False, and its time is then the sampler's).
     With ``residual`` (:class:`invprob.uq.GaussianResidual`), each posterior sample ``v`` becomes
     ``v + r``, ``r`` drawn from the off-range residual's posterior given ``v`` and ``y``, and the
     MAP ``v_hat`` becomes ``v_hat + E[r | v_hat, y]``; the time this takes is counted in the
@@ -112,12 +114,16 @@ def reconstruct(
         fbp = op.fbp(batch)[0]
     x_map, seconds_map = None, 0.0
     noise = effective_sigma(sigma, model_error)
-    if with_map:
-        x_map, seconds_map = map_estimate(op, prior, batch, noise, map_options, generator)
     options = default_sampler_options(sampler, noise, n_samples, sampler_options)
-    result = solve(op, prior, batch, sampler, generator=generator, **options)
+    warm = options.get("start") == "x_init"
+    if with_map or warm:
+        x_map, seconds_map = map_estimate(op, prior, batch, noise, map_options, generator)
+    result = solve(op, prior, batch, sampler, generator=generator, x_init=x_map[None] if warm else None, **options)
     samples = result.samples[0].detach()[:n_samples]
-    rec = Reconstruction(truth, y, sigma, fbp, x_map, samples, seconds_map, result.seconds)
+    seconds_sampler = result.seconds
+    if not with_map:  # the MAP only started the sampler: its time is the sampler's
+        x_map, seconds_map, seconds_sampler = None, 0.0, seconds_sampler + seconds_map
+    rec = Reconstruction(truth, y, sigma, fbp, x_map, samples, seconds_map, seconds_sampler)
     return rec if residual is None else with_residual(op, residual, rec, generator)
 
 

@@ -110,7 +110,9 @@ def default_sampler_options(
 
     ``"svi"``: the known ``sigma``, ``n_samples``, 300 Adam steps of 16 Monte Carlo samples (the
     solver's defaults are 1000 of 32: 7x the time for +1.6 dB on a 64x64 phantom, see
-    benchmarks/BENCHMARKS.md, section ct-uq) and ``beta = 1``, i.e. the plain KL. ``"langevin"``: MALA (``adjusted``) with the step adapted
+    benchmarks/BENCHMARKS.md, section ct-uq), ``beta = 1``, i.e. the plain KL, and the flow started
+    as ``N(c, 0.1^2 I)``, ``c`` the prior's encoding of the MAP (``start="x_init"``,
+    ``start_scale=0.1``; ``start="prior", start_scale=1`` starts it at the prior). ``"langevin"``: MALA (``adjusted``) with the step adapted
     towards 57 % acceptance during 500 burn-in steps, 4 chains thinned by 10. ``"pl-mcmc"``: the
     solver's defaults with 4 chains. The chain samplers keep ``ceil(n_samples / n_chains)``
     states per chain.
@@ -123,7 +125,8 @@ def default_sampler_options(
     if "n_samples" in user:
         raise ValueError("sampler_options: give the number of samples as n_samples of the workflow, not as an option")
     if sampler == "svi":
-        return {"sigma": sigma, "n_samples": n_samples, "steps": 300, "batch_size": 16, **user}
+        return {"sigma": sigma, "n_samples": n_samples, "steps": 300, "batch_size": 16, "start": "x_init", "start_scale": 0.1,
+                **user}
     if sampler == "langevin":
         options = {"sigma": sigma, "adjusted": True, "target_acceptance": 0.57, "step_size": 1e-4,
                    "n_chains": 4, "burn_in": 500, "thin": 10, **user}

@@ -41,7 +41,9 @@ SUMMARY_KEYS = (
 MODEL_ERROR_IMAGES = 32
 """Training ellipses from which ``model_error="auto"`` estimates the model-error std."""
 RESIDUAL_IMAGES = 256
-"""Training ellipses on which ``residual="ellipses"`` fits the off-range residual's mean and variance."""
+"""Training ellipses on which ``residual="ellipses"`` (or ``"ellipses-pixel"``) fits the off-range residual's moments."""
+RESIDUAL_MODELS = {"ellipses": uq.EdgeAdaptiveResidual, "ellipses-pixel": uq.GaussianResidual}
+"""The residual models fitted on training ellipses, by name: moments per edge-strength bin (default) or per pixel."""
 CALIBRATION_SEED_OFFSET = 10_000
 """Calibration phantom ``j`` is measured and sampled with seed ``seed + 10000 + j``."""
 
@@ -116,10 +118,11 @@ def ct_workflow(
         model_error: std ``tau`` of the prior's model error added to the likelihood's noise
             (``sqrt(sigma^2 + tau^2)``, :func:`~invprob.apps.ct_uq.reconstruction.model_error_sigma`);
             ``"auto"``: estimated from :data:`MODEL_ERROR_IMAGES` training ellipses; None: none.
-        residual: the prior's off-range error as a Gaussian: ``"ellipses"`` (default) a
-            :class:`invprob.uq.GaussianResidual` fitted on :data:`RESIDUAL_IMAGES` training
-            ellipses, images ``(K, C, N, N)`` to fit one on, a fitted model (also an
-            :class:`invprob.uq.EdgeAdaptiveResidual`), or None (samples stay on the prior's range).
+        residual: the prior's off-range error as a Gaussian: ``"ellipses"`` (default) an
+            :class:`invprob.uq.EdgeAdaptiveResidual` (moments per bin of the range image's edge
+            strength) fitted on :data:`RESIDUAL_IMAGES` training ellipses, ``"ellipses-pixel"`` a
+            pixel-wise :class:`invprob.uq.GaussianResidual` fitted on them, images ``(K, C, N, N)``
+            to fit an edge-adaptive one on, a fitted model, or None (samples stay on the prior's range).
             Each sample ``v`` becomes ``v + r``, ``r`` drawn given ``v`` and the measurement, and the
             MAP gets its conditional mean; the intervals widen by the off-range spread of the
             training images where the scan does not pin ``r`` down.
@@ -171,8 +174,8 @@ def ct_workflow(
     tau = _model_error(model_error, op, model, shape)
     residual_model = _residual_model(residual, model, shape)
     residual_info = None if residual_model is None else {
-        "n_images": residual_model.n_images, "rms": residual_model.rms, "digest": residual_model.digest(),
-        "source": _residual_source(residual, residual_model.n_images)}
+        "model": type(residual_model).__name__, "n_images": residual_model.n_images, "rms": residual_model.rms,
+        "digest": residual_model.digest(), "source": _residual_source(residual, residual_model.n_images)}
     digest = prior_digest(model)
     context = {"prior": digest, "sampler": sampler, "sampler_options": sampler_options or {},
                "residual": None if residual_model is None else residual_info["digest"], "model_error": tau}
@@ -274,15 +277,16 @@ def _residual_model(residual: str | torch.Tensor | uq.GaussianResidual | None, p
         if tuple(residual.mean.shape) != shape:
             raise ValueError(f"residual: expected a model of images {shape}, got one of {tuple(residual.mean.shape)}")
         return residual
+    model = uq.EdgeAdaptiveResidual
     if isinstance(residual, str):
-        if residual != "ellipses":
-            raise ValueError(f"residual: expected 'ellipses', training images (K, C, N, N), a GaussianResidual "
-                             f"or None, got {residual!r}")
-        residual = _training_ellipses(RESIDUAL_IMAGES, shape)
+        if residual not in RESIDUAL_MODELS:
+            raise ValueError(f"residual: expected one of {sorted(RESIDUAL_MODELS)}, training images (K, C, N, N), "
+                             f"a GaussianResidual or None, got {residual!r}")
+        model, residual = RESIDUAL_MODELS[residual], _training_ellipses(RESIDUAL_IMAGES, shape)
     if not isinstance(residual, torch.Tensor) or tuple(residual.shape[1:]) != shape:
         got = tuple(residual.shape) if isinstance(residual, torch.Tensor) else type(residual).__name__
         raise ValueError(f"residual: expected training images of shape (K, {', '.join(map(str, shape))}), got {got}")
-    return uq.GaussianResidual.fit(prior, residual)
+    return model.fit(prior, residual)
 
 
 def _calibration_source(calibrate: Any, shape: tuple[int, int, int], levels: tuple[float, ...]):
@@ -342,12 +346,15 @@ def _residual_source(residual: object, n_images: int) -> str:
         return f"fitted on {n_images} training ellipses"
     if isinstance(residual, torch.Tensor):
         return f"fitted on the {n_images} images given as residual"
-    return f"a GaussianResidual given as residual, fitted on {n_images} images"
+    return f"a {type(residual).__name__} given as residual, fitted on {n_images} images"
 
 
 def _residual_note(summary: dict[str, Any]) -> str:
     info = summary["residual_model"]
-    return "" if info is None else f" + Gaussian off-range residual ({info['source']})"
+    if info is None:
+        return ""
+    kind = "edge-adaptive " if info.get("model") == "EdgeAdaptiveResidual" else ""
+    return f" + {kind}Gaussian off-range residual ({info['source']})"
 
 
 def _write_outputs(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -68,13 +69,24 @@ class VIOptions(FlowOptions):
         "tol nats over the last window (e.g. 0.01; 0: run all `steps`, the cap either way)",
     )
     window: int = Field(100, ge=1, le=1_000_000, description="steps per loss average of the stopping rule")
+    start: Literal["prior", "x_init"] = Field(
+        "prior", description="'prior': the flow starts as N(0, s^2 I) on its coordinates; 'x_init': as N(c, s^2 I), c "
+        "the coordinates of x_init (svi: the prior's encoding of it, e.g. a MAP estimate; ambient-vi: its pixels)",
+    )
+    start_scale: float = Field(
+        1.0, gt=0, allow_inf_nan=False,
+        description="s, the flow's initial standard deviation per coordinate (the first layer's scale); below 1 with "
+        "start='x_init', the fit begins concentrated at the start instead of spread over the prior",
+    )
 
 
 class FlowPosterior:
-    """A fitted flow and the map to images: ``x = decode(u(eps))``, ``eps ~ N(0, I)``.
+    """A fitted flow and the map to images: ``x = decode(c + u(eps))``, ``eps ~ N(0, I)``.
 
-    ``decode`` is the prior's generator (``"svi"``) or a reshape (``"ambient-vi"``). Further samples
-    cost one forward pass: ``sample(n, generator)`` returns ``(n, *data_shape)``.
+    ``decode`` is the prior's generator (``"svi"``) or a reshape (``"ambient-vi"``); ``centre`` ``c``
+    is a fixed shift of the flow's output (zero by default; the warm start ``start="x_init"``). A
+    shift has unit Jacobian, so ``log q`` of ``c + u(eps)`` is the flow's ``log q`` of ``u(eps)``.
+    Further samples cost one forward pass: ``sample(n, generator)`` returns ``(n, *data_shape)``.
 
     Example:
         >>> import torch
@@ -84,14 +96,21 @@ class FlowPosterior:
         (3, 1, 2, 2)
     """
 
-    def __init__(self, flow: PreGenerator, decode: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, flow: PreGenerator, decode: Callable[[torch.Tensor], torch.Tensor],
+                 centre: torch.Tensor | None = None) -> None:
         self.flow = flow
         self.decode = decode
+        self.centre = centre
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(c + u(eps), log q)`` of ``n`` draws ``eps ~ N(0, I)`` (differentiable in the flow's parameters)."""
+        z, log_q = self.flow.sample(n, generator=generator)
+        return (z if self.centre is None else z + self.centre), log_q
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` images ``decode(u(eps))``, ``eps ~ N(0, I)`` drawn from ``generator``."""
-        return self.decode(self.flow.sample(n, generator=generator)[0])
+        """``n`` images ``decode(c + u(eps))``, ``eps ~ N(0, I)`` drawn from ``generator``."""
+        return self.decode(self.draw(n, generator)[0])
 
 
 def _unflatten(shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -111,12 +130,29 @@ class _PerMeasurementVI(Solver):
     log_joint: LogJoint
 
     @abstractmethod
-    def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior:
-        """A fresh flow (initialised from ``generator``) and its map to images."""
+    def new_posterior(self, prior: Prior, generator: torch.Generator | None,
+                      centre: torch.Tensor | None = None) -> FlowPosterior:
+        """A fresh flow (initialised from ``generator``) shifted by ``centre``, and its map to images."""
+
+    @abstractmethod
+    def coordinates(self, prior: Prior, x: torch.Tensor) -> torch.Tensor:
+        """The flow's coordinates ``(B, dim)`` of images ``x`` ``(B, *data_shape)`` (the warm start's centres)."""
 
     @abstractmethod
     def require_density(self, prior: Prior) -> None:
         """Raise ``TypeError`` unless the prior provides the density the target needs."""
+
+    def _centres(self, prior: Prior, x_init: torch.Tensor | None, batch: int) -> list[torch.Tensor | None]:
+        """One centre per measurement: None for ``start="prior"``, else the coordinates of ``x_init``."""
+        if self.options.start == "prior":
+            return [None] * batch
+        expected = (batch, *prior.data_shape)
+        if x_init is None or tuple(x_init.shape) != expected:
+            got = None if x_init is None else tuple(x_init.shape)
+            raise ValueError(f"x_init: start='x_init' needs one image per measurement, shape {expected}, got {got}")
+        with torch.no_grad():
+            centres = self.coordinates(prior, x_init.detach().to(device=prior.device, dtype=prior.dtype))
+        return list(centres)
 
     def run(
         self,
@@ -133,7 +169,10 @@ class _PerMeasurementVI(Solver):
         sigma = noise_levels(opts.sigma, y)
         self.require_density(prior)
         y = y.detach()
-        posteriors = [self.new_posterior(prior, generator) for _ in range(batch)]
+        centres = self._centres(prior, x_init, batch)
+        posteriors = [self.new_posterior(prior, generator, centre) for centre in centres]
+        for posterior in posteriors:
+            posterior.flow.scale_start(opts.start_scale)
         n, log_joint = opts.batch_size, type(self).log_joint
         state = {
             "loss": torch.zeros(batch, dtype=torch.float64),
@@ -144,7 +183,7 @@ class _PerMeasurementVI(Solver):
 
         def objective(active: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             idx = torch.nonzero(active).flatten()
-            draws = [posteriors[i].flow.sample(n, generator=generator) for i in idx.tolist()]
+            draws = [posteriors[i].draw(n, generator=generator) for i in idx.tolist()]
             z = torch.cat([d[0] for d in draws])
             log_q = torch.cat([d[1] for d in draws])
             rows = idx.to(y.device).repeat_interleave(n)
@@ -183,8 +222,10 @@ class SVI(_PerMeasurementVI):
 
     ``extras["posterior"]`` holds one :class:`FlowPosterior` per measurement for further samples;
     ``extras["steps"]`` the steps each image was fitted for, ``extras["converged"]`` which images
-    met the stopping rule. ``x_init`` is not used (the pre-generator starts as the identity, i.e.
-    at the prior). The callback's ``x`` is the mean of each image's Monte Carlo batch.
+    met the stopping rule. The pre-generator starts as the identity, i.e. at ``N(0, I)`` on the
+    latent space; with ``start="x_init"`` at ``N(f^dagger(x_init), s^2 I)``, centred on the prior's
+    encoding of ``x_init`` (e.g. a MAP estimate) with ``s = start_scale``, so the fit begins near the
+    posterior's mode instead of travelling there from the prior. The callback's ``x`` is the mean of each image's Monte Carlo batch.
 
     Example:
         >>> import torch
@@ -204,8 +245,12 @@ class SVI(_PerMeasurementVI):
     references = 'Whang, Lei, Dimakis 2021, "Composing Normalizing Flows for Inverse Problems"'
     log_joint = staticmethod(latent_log_joint)
 
-    def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior:
-        return FlowPosterior(new_flow(prior.latent_dim, self.options, prior, generator), prior.decode)
+    def new_posterior(self, prior: Prior, generator: torch.Generator | None,
+                      centre: torch.Tensor | None = None) -> FlowPosterior:
+        return FlowPosterior(new_flow(prior.latent_dim, self.options, prior, generator), prior.decode, centre)
+
+    def coordinates(self, prior: Prior, x: torch.Tensor) -> torch.Tensor:
+        return prior.encode(x).reshape(x.shape[0], prior.latent_dim)
 
     def require_density(self, prior: Prior) -> None:
         require_latent_density(prior, self.name)
@@ -215,7 +260,7 @@ class SVI(_PerMeasurementVI):
 class AmbientVI(_PerMeasurementVI):
     """Ambient VI: the same objective with the flow in image space and ``prior.log_prob`` as the prior.
 
-    The flow starts at ``N(0, I)`` in image space. ``x_init`` is not used. Needs a prior with a
+    The flow starts at ``N(0, I)`` in image space (with ``start="x_init"``, at ``N(x_init, I)``). Needs a prior with a
     density in image space (an injective prior's density is not useful off its manifold).
     """
 
@@ -224,8 +269,13 @@ class AmbientVI(_PerMeasurementVI):
     references = 'Whang, Lei, Dimakis 2021, "Composing Normalizing Flows for Inverse Problems" (sec. 6)'
     log_joint = staticmethod(image_log_joint)
 
-    def new_posterior(self, prior: Prior, generator: torch.Generator | None) -> FlowPosterior:
-        return FlowPosterior(new_flow(prior.data_dim, self.options, prior, generator), _unflatten(prior.data_shape))
+    def new_posterior(self, prior: Prior, generator: torch.Generator | None,
+                      centre: torch.Tensor | None = None) -> FlowPosterior:
+        return FlowPosterior(new_flow(prior.data_dim, self.options, prior, generator), _unflatten(prior.data_shape),
+                             centre)
+
+    def coordinates(self, prior: Prior, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], prior.data_dim)
 
     def require_density(self, prior: Prior) -> None:
         require_image_density(prior, self.name)
