@@ -48,7 +48,7 @@ from invprob.apps.ct_uq.maps import misfit, range_distance  # noqa: E402
 from invprob.apps.ct_uq.outputs import prior_digest  # noqa: E402
 from invprob.apps.ct_uq.reconstruction import Reconstruction, model_error_sigma, with_residual  # noqa: E402
 from invprob.apps.ct_uq.workflow import MODEL_ERROR_IMAGES, RESIDUAL_IMAGES  # noqa: E402
-from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET, MAP_OPTIONS, MAP_START_TV, default_sampler_options  # noqa: E402
+from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET, MAP_OPTIONS, MAP_START_TV, resolved_sampler_options  # noqa: E402
 from invprob.data import load_dataset  # noqa: E402
 from invprob.operators.ct import LimitedAngleCT, default_angles  # noqa: E402
 from invprob.priors.pretrained import load_prior  # noqa: E402
@@ -63,7 +63,7 @@ TV_WEIGHTS = (0.3, 1.0, 3.0, 6.0, 10.0, 15.0, 30.0, 100.0)
 """Fixed TV weights tried on the calibration phantoms."""
 TV_SIGMA2_FACTORS = (1.0, 2.0, 4.0, 8.0, 16.0)
 """Factors ``beta`` of the noise-scaled TV weights ``beta sigma^2`` tried on the calibration phantoms (the
-family of the MAP's TV start); the best of both families by mean SNR is applied to the evaluation phantoms."""
+family of the MAP's TV start, with the measurement's sigma); the best of both families by mean SNR is applied to the evaluation phantoms."""
 TV_TUNING_PHANTOMS = 10
 """How many calibration phantoms (the first ones) tune the TV weight."""
 
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
                      EDGE_RESIDUAL_SUFFIX: uq.EdgeAdaptiveResidual.fit(prior, train)}
     variants = samplers + [f"{s}{suffix}" for suffix in residuals for s in samplers]
     map_settings = {"options": MAP_OPTIONS, "start_tv": MAP_START_TV}
-    resolved = {s: default_sampler_options(s, 1.0, args.n_samples, sampler_options[s]) for s in samplers}  # sigma: a placeholder
+    resolved = {s: resolved_sampler_options(s, args.n_samples, opts) for s, opts in sampler_options.items()}
     parts = [prior_digest(prior), args.n_samples, map_options, resolved, map_settings] + ([tau] if tau is not None else [])
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     evals = [("eval", i, i) for i in range(args.n_eval)]

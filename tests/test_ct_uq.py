@@ -506,6 +506,12 @@ def test_cli_uq_ct(tiny_prior, tmp_path, capsys):
                  "--out", str(tmp_path / "none")]) == 1  # a calibrator of widened samples, applied to range samples
     err = capsys.readouterr().err
     assert "fitted on samples drawn differently (residual: fitted with '" in err and "this run None" in err
+    assert main([*common, "--calibrate", str(out / FILES["calibrator"]), "--sampler-opt", "start=prior",
+                 "--out", str(tmp_path / "cold")]) == 1  # SVI started at the MAP, applied to SVI from the prior
+    assert "sampler_options: fitted with " in capsys.readouterr().err
+    assert main([*common, "--calibrate", str(out / FILES["calibrator"]), "--map-opt", "start_tv=8",
+                 "--out", str(tmp_path / "tv8")]) == 1  # another MAP, so other starts of the sampler
+    assert "map: fitted with " in capsys.readouterr().err
     assert main([*common, "--residual", "none", "--out", str(tmp_path / "none")]) == 0
     assert json.loads((tmp_path / "none" / FILES["summary"]).read_text())["residual_model"] is None
     for bad, words in ((["--snr", "-3"], "snr_db"), (["--angles", "10,200"], "[0, 180)"),

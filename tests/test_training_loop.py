@@ -94,19 +94,21 @@ def test_non_finite_loss_stops_with_clear_error(tmp_path):
         fit(_model(), bad, _data(), tmp_path, **OPTS)
 
 
-def _blowing_up(factor):
-    """The usual loss, multiplied by ``factor`` from step 12 on (a finite blow-up)."""
+def _blowing_up(factor, start=12):
+    """The usual loss, multiplied by ``factor`` from step ``start`` on (a finite blow-up)."""
 
     def loss(model, batch, generator, step):
         value, metrics = _loss(model, batch, generator)
-        return value * (factor if step >= 12 else 1.0), metrics
+        return value * (factor if step >= start else 1.0), metrics
 
     return loss
 
 
 def test_finite_blow_up_stops_with_clear_error_also_after_a_resume(tmp_path):
-    with pytest.raises(TrainingDiverged, match=r"step 12 is more than max_loss_growth=10000 times"):
+    with pytest.raises(TrainingDiverged, match=r"step 12 is more than max_loss_growth=10000 times \|loss\| .* first step"):
         fit(_model(), _blowing_up(1e6), _data(), tmp_path / "a", pass_step=True, **OPTS)
+    with pytest.raises(TrainingDiverged, match="step 1 is more"):  # caught from the second step on
+        fit(_model(), _blowing_up(1e6, start=1), _data(), tmp_path / "early", pass_step=True, **OPTS)
     fit(_model(), _blowing_up(1e6), _data(), tmp_path / "b", pass_step=True, stop_after=11, **OPTS)
     with pytest.raises(TrainingDiverged, match="step 12"):
         fit(_model(), _blowing_up(1e6), _data(), tmp_path / "b", pass_step=True, resume=True, **OPTS)

@@ -93,8 +93,8 @@ class TRUMPET(Prior):
     is a quadratic in ``z'`` everywhere, so it cannot blow up on latents far from the training set
     (such as the pseudo-inverse starts of iFlow); coupling layers divide by scales down to 0.01 in
     the normalising direction and can, but they model a multimodal latent set far better (lower
-    test NLL, samples that look like the data). ``trumpet-mnist`` ships a revnet latent flow,
-    ``trumpet-ellipses`` an affine one; benchmarks/BENCHMARKS.md measures both choices on solvers.
+    test NLL, samples that look like the data). ``trumpet-mnist`` and ``trumpet-ellipses`` ship a
+    revnet latent flow; benchmarks/BENCHMARKS.md measures both choices on solvers.
     ``variant`` selects the linear or ReLU injective convolution, ``gamma`` the Tikhonov
     regularisation of its pseudo-inverse.
     """

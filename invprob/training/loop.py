@@ -77,8 +77,8 @@ ValidateFn = Callable[[nn.Module], "dict[str, float]"]
 StepCallback = Callable[[int, "dict[str, float]"], Any]
 #: Options that may change between a run and its resumption (they do not change the trajectory).
 RESUMABLE_CHANGES = ("steps", "progress", "checkpoint_every", "validate_every", "max_loss_growth")
-#: How many first steps of a phase set the loss scale that :attr:`LoopSettings.max_loss_growth` compares with.
-LOSS_SCALE_STEPS = 10
+#: Floor of the loss scale that :attr:`LoopSettings.max_loss_growth` multiplies (a first loss of exactly 0).
+LOSS_SCALE_FLOOR = 1e-6
 
 
 class LoopSettings(BaseModel):
@@ -93,8 +93,8 @@ class LoopSettings(BaseModel):
     validate_every: int = Field(500, ge=1)
     progress: bool = True
     max_loss_growth: float | None = Field(
-        1e4, gt=1, description="TrainingDiverged when |loss| exceeds this multiple of the largest |loss| of the "
-        "phase's first LOSS_SCALE_STEPS steps (a blow-up that stays finite); None disables the check"
+        1e4, gt=1, description="TrainingDiverged when |loss| on any rank exceeds this multiple of |loss| at the "
+        "phase's first step (a blow-up that stays finite); None disables the check"
     )
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine: lr decays to lr/100 over each phase's steps, lr(s) = lr/100 + (lr - lr/100)(1 + cos(pi s / steps))/2"
@@ -156,8 +156,8 @@ def fit(
     ``resume`` is False; :class:`~invprob.checkpoint.CheckpointError` when ``resume`` is True and
     there is none, when the checkpoint is of another architecture (naming the settings that differ)
     or other options, or when it is already past ``steps``; :class:`TrainingDiverged` when the loss
-    becomes NaN or Inf, or its magnitude grows past ``max_loss_growth`` (default 10^4) times the largest
-    of the phase's first 10 steps (a finite blow-up, e.g. a too-large lr on a trained model).
+    becomes NaN or Inf, or its magnitude grows past ``max_loss_growth`` (default 10^4) times that of
+    the phase's first step (a finite blow-up, e.g. a too-large lr on a trained model).
     """
     opts = parse_options(FitOptions, options, "fit")
     world = distributed.setup()
@@ -234,22 +234,25 @@ def _train(
 def _check_loss(values: dict[str, Any], history: dict[str, list], opts: FitOptions, step: int,
                 world: distributed.World) -> None:
     """Raise :class:`TrainingDiverged` when the loss of ``step`` is non-finite on any rank, or when its
-    magnitude exceeds ``max_loss_growth`` times the largest of the phase's first ``LOSS_SCALE_STEPS``
-    (recorded in ``history``, so the check is the same after a resume; ``values["loss"]`` is the
-    average over the ranks, so every rank decides alike)."""
-    bad = [r for r, v in enumerate(values.pop("_per_rank_loss")) if not math.isfinite(v)]
+    magnitude on any rank exceeds ``max_loss_growth`` times that of the phase's first step (recorded
+    in ``history``, so the check is the same after a resume; every rank sees every rank's loss, so
+    all decide alike). Pops the per-rank losses from ``values``."""
+    per_rank = values.pop("_per_rank_loss")
     hint = "try a smaller lr or stronger clip_grad"
+    bad = [r for r, v in enumerate(per_rank) if not math.isfinite(v)]
     if bad:
         where = f" on rank {', '.join(map(str, bad))} of {world.size}" if world.size > 1 else ""
         raise TrainingDiverged(f"{opts.phase}: loss became {values['loss']} at step {step}{where}; {hint}")
-    first = history["loss"][:LOSS_SCALE_STEPS]
-    if opts.max_loss_growth is None or len(first) < LOSS_SCALE_STEPS:
+    first = history.get("loss", [])[:1]
+    if opts.max_loss_growth is None or not first:
         return
-    scale = max(abs(v) for v in first)
-    if abs(values["loss"]) > opts.max_loss_growth * scale:
+    scale = max(abs(first[0]), LOSS_SCALE_FLOOR)
+    largest = max(per_rank, key=abs)
+    if abs(largest) > opts.max_loss_growth * scale:
+        where = f" (on rank {per_rank.index(largest)} of {world.size})" if world.size > 1 else ""
         raise TrainingDiverged(
-            f"{opts.phase}: loss {values['loss']:.4g} at step {step} is more than max_loss_growth="
-            f"{opts.max_loss_growth:g} times the largest |loss| {scale:.4g} of the first {LOSS_SCALE_STEPS} steps; {hint}"
+            f"{opts.phase}: loss {largest:.4g} at step {step}{where} is more than max_loss_growth="
+            f"{opts.max_loss_growth:g} times |loss| {scale:.4g} at the phase's first step; {hint}"
         )
 
 

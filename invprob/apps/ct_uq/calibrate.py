@@ -52,6 +52,7 @@ def run_set(
     sampler: str,
     n_samples: int,
     sampler_options: dict[str, Any] | None,
+    map_options: dict[str, Any] | None,
     model_error: float | None,
     residual: uq.GaussianResidual | None,
     store: StageStore,
@@ -66,7 +67,8 @@ def run_set(
             generator = torch.Generator().manual_seed(seed + i)
             y, noise = measure(op, truth, snr_db, generator)
             return reconstruct(op, prior, y, noise, truth=truth, sampler=sampler, n_samples=n_samples,
-                               sampler_options=sampler_options, with_map=False, model_error=model_error,
+                               sampler_options=sampler_options, map_options=map_options, with_map=False,
+                               model_error=model_error,
                                residual=residual, generator=generator)
 
         out.append(run_stage(store, f"{prefix}-{i:03d}", prior, compute))

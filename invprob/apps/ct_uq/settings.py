@@ -125,12 +125,27 @@ def default_sampler_options(
     if "n_samples" in user:
         raise ValueError("sampler_options: give the number of samples as n_samples of the workflow, not as an option")
     if sampler == "svi":
-        return {"sigma": sigma, "n_samples": n_samples, "steps": 300, "batch_size": 16, "start": "x_init", "start_scale": 0.1,
-                **user}
+        options = {"sigma": sigma, "n_samples": n_samples, "steps": 300, "batch_size": 16, "start": "x_init", **user}
+        if options["start"] == "x_init":
+            options.setdefault("start_scale", 0.1)
+        return options
     if sampler == "langevin":
         options = {"sigma": sigma, "adjusted": True, "target_acceptance": 0.57, "step_size": 1e-4,
                    "n_chains": 4, "burn_in": 500, "thin": 10, **user}
     else:
         options = {"sigma": sigma, "n_chains": 4, **user}
     options["n_samples"] = math.ceil(n_samples / check_int(options["n_chains"], "n_chains", minimum=1))
+    return options
+
+
+def resolved_sampler_options(sampler: str, n_samples: int, user: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`default_sampler_options` without the noise level: what a run's samples depend on besides
+    the measurement (for fingerprints of stages and calibrators).
+
+    Example:
+        >>> resolved_sampler_options("svi", 64)["start"]
+        'x_init'
+    """
+    options = default_sampler_options(sampler, 1.0, n_samples, user)
+    options.pop("sigma")
     return options

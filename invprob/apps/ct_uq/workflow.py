@@ -31,7 +31,15 @@ from .reconstruction import (
     model_error_sigma,
     reconstruct,
 )
-from .settings import DEFAULT_LEVELS, DEFAULT_PRIOR, MAP_METHOD, MAP_OPTIONS, MAP_START_TV, check_settings
+from .settings import (
+    DEFAULT_LEVELS,
+    DEFAULT_PRIOR,
+    MAP_METHOD,
+    MAP_OPTIONS,
+    MAP_START_TV,
+    check_settings,
+    resolved_sampler_options,
+)
 
 SUMMARY_KEYS = (
     "phantom", "prior", "image_shape", "angles_deg", "angle_range_deg", "missing_wedges_deg", "snr_db", "sigma",
@@ -177,8 +185,11 @@ def ct_workflow(
         "model": type(residual_model).__name__, "n_images": residual_model.n_images, "rms": residual_model.rms,
         "digest": residual_model.digest(), "source": _residual_source(residual, residual_model.n_images)}
     digest = prior_digest(model)
-    context = {"prior": digest, "sampler": sampler, "sampler_options": sampler_options or {},
+    resolved = resolved_sampler_options(sampler, n_samples, sampler_options)
+    context = {"prior": digest, "sampler": sampler, "sampler_options": resolved,
                "residual": None if residual_model is None else residual_info["digest"], "model_error": tau}
+    if resolved.get("start") == "x_init":  # the sampler starts at the MAP: its settings shape the samples
+        context["map"] = {"options": MAP_OPTIONS, "start_tv": MAP_START_TV, "user": map_options or {}}
     if loaded is not None:
         check_context(loaded, context)
     out = Path(out)
@@ -186,7 +197,7 @@ def ct_workflow(
         "phantom": label, "truth_sum": None if truth is None else float(truth.double().sum()),
         "measurement_sum": None if truth is not None else float(y_given.double().sum()),
         "prior": digest, "angles": list(angles_t), "snr_db": float(snr_db), "sampler": sampler,
-        "n_samples": n_samples, "map_options": map_options, "sampler_options": sampler_options, "seed": seed,
+        "n_samples": n_samples, "map_options": map_options, "sampler_options": resolved, "seed": seed,
         "map_defaults": {"options": MAP_OPTIONS, "start_tv": MAP_START_TV},
     })
 
@@ -208,7 +219,7 @@ def ct_workflow(
             rec = run_stage(store, "phantom", model, compute_main)
             bar.update(stage="phantom")
             common = dict(snr_db=snr_db, sampler=sampler, n_samples=n_samples, sampler_options=sampler_options,
-                          model_error=tau, residual=residual_model, store=store, bar=bar)
+                          map_options=map_options, model_error=tau, residual=residual_model, store=store, bar=bar)
             evals = run_set(op, model, eval_images, eval_labels, prefix="evaluation", seed=seed + 1, **common)
             start = time.perf_counter()
             cals = run_set(op, model, cal_images, cal_labels, prefix="calibration", seed=seed + CALIBRATION_SEED_OFFSET,

@@ -152,6 +152,10 @@ class _PerMeasurementVI(Solver):
             raise ValueError(f"x_init: start='x_init' needs one image per measurement, shape {expected}, got {got}")
         with torch.no_grad():
             centres = self.coordinates(prior, x_init.detach().to(device=prior.device, dtype=prior.dtype))
+        bad = [b for b in range(batch) if not bool(torch.isfinite(centres[b]).all())]
+        if bad:
+            raise ValueError(f"x_init: the coordinates of image(s) {bad} are not finite (the prior cannot encode "
+                             "them); give a start inside the data range, or start='prior'")
         return list(centres)
 
     def run(
@@ -222,9 +226,9 @@ class SVI(_PerMeasurementVI):
 
     ``extras["posterior"]`` holds one :class:`FlowPosterior` per measurement for further samples;
     ``extras["steps"]`` the steps each image was fitted for, ``extras["converged"]`` which images
-    met the stopping rule. The pre-generator starts as the identity, i.e. at ``N(0, I)`` on the
-    latent space; with ``start="x_init"`` at ``N(f^dagger(x_init), s^2 I)``, centred on the prior's
-    encoding of ``x_init`` (e.g. a MAP estimate) with ``s = start_scale``, so the fit begins near the
+    met the stopping rule. The pre-generator starts as the identity times ``s = start_scale``
+    (default 1), i.e. at ``N(0, s^2 I)`` on the latent space; with ``start="x_init"`` at ``N(f^dagger(x_init), s^2 I)``, centred on the prior's
+    encoding of ``x_init`` (e.g. a MAP estimate), so the fit begins near the
     posterior's mode instead of travelling there from the prior. The callback's ``x`` is the mean of each image's Monte Carlo batch.
 
     Example:
@@ -260,7 +264,8 @@ class SVI(_PerMeasurementVI):
 class AmbientVI(_PerMeasurementVI):
     """Ambient VI: the same objective with the flow in image space and ``prior.log_prob`` as the prior.
 
-    The flow starts at ``N(0, I)`` in image space (with ``start="x_init"``, at ``N(x_init, I)``). Needs a prior with a
+    The flow starts at ``N(0, s^2 I)`` in image space (with ``start="x_init"``, at ``N(x_init, s^2 I)``;
+    ``s = start_scale``, default 1). Needs a prior with a
     density in image space (an injective prior's density is not useful off its manifold).
     """
 
