@@ -27,8 +27,7 @@ MAP_START_TV = 4.0
 ``x_TV = argmin_x 1/2 ||A x - y||^2 + beta sigma^2 TV(x)`` with ``beta = MAP_START_TV``. The TV
 weight scales with the noise variance, as in a MAP estimate under a TV prior; 4 gives about the
 weight 10 that the ct-uq TV baseline picks on calibration ellipses at 30 dB, where sigma^2 is 2.5
-on average. On 20 evaluation ellipses this start lifts the MAP (with the residual's mean) from
-19.18 dB (started at the latent posterior's mode) to 19.73 dB, in 3.1 s instead of 3.75 s
+on average; it gives a better MAP than the latent posterior's mode, in less time
 (benchmarks/BENCHMARKS.md, section "CT MAP: a TV start"). ``map_options={"start": ...}`` uses
 iFlow-L's own start instead; ``map_options={"start_tv": beta}`` changes ``beta``."""
 DATA_RANGE = 2.0
