@@ -93,8 +93,9 @@ class LoopSettings(BaseModel):
     validate_every: int = Field(500, ge=1)
     progress: bool = True
     max_loss_growth: float | None = Field(
-        1e4, gt=1, description="TrainingDiverged when |loss| on any rank exceeds this multiple of |loss| at the "
-        "phase's first step (a blow-up that stays finite); None disables the check"
+        1e12, gt=1, description="TrainingDiverged when |loss| on any rank exceeds this multiple of |loss| at the "
+        "phase's first step (a catastrophic blow-up that stays finite; early transients of a few orders of "
+        "magnitude pass); None disables the check"
     )
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine: lr decays to lr/100 over each phase's steps, lr(s) = lr/100 + (lr - lr/100)(1 + cos(pi s / steps))/2"
@@ -156,7 +157,7 @@ def fit(
     ``resume`` is False; :class:`~invprob.checkpoint.CheckpointError` when ``resume`` is True and
     there is none, when the checkpoint is of another architecture (naming the settings that differ)
     or other options, or when it is already past ``steps``; :class:`TrainingDiverged` when the loss
-    becomes NaN or Inf, or its magnitude grows past ``max_loss_growth`` (default 10^4) times that of
+    becomes NaN or Inf, or its magnitude grows past ``max_loss_growth`` (default 10^12) times that of
     the phase's first step (a finite blow-up, e.g. a too-large lr on a trained model).
     """
     opts = parse_options(FitOptions, options, "fit")
