@@ -48,7 +48,7 @@ from invprob.apps.ct_uq.maps import misfit, range_distance  # noqa: E402
 from invprob.apps.ct_uq.outputs import prior_digest  # noqa: E402
 from invprob.apps.ct_uq.reconstruction import Reconstruction, model_error_sigma, with_residual  # noqa: E402
 from invprob.apps.ct_uq.workflow import MODEL_ERROR_IMAGES, RESIDUAL_IMAGES  # noqa: E402
-from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET, MAP_OPTIONS, MAP_START_TV, resolved_sampler_options  # noqa: E402
+from invprob.apps.ct_uq.settings import CALIBRATION_OFFSET, MAP_DEFAULTS, resolved_sampler_options  # noqa: E402
 from invprob.data import load_dataset  # noqa: E402
 from invprob.operators.ct import LimitedAngleCT, default_angles  # noqa: E402
 from invprob.priors.pretrained import load_prior  # noqa: E402
@@ -141,9 +141,8 @@ def run(args: argparse.Namespace) -> dict:
         residuals = {RESIDUAL_SUFFIX: uq.GaussianResidual.fit(prior, train),
                      EDGE_RESIDUAL_SUFFIX: uq.EdgeAdaptiveResidual.fit(prior, train)}
     variants = samplers + [f"{s}{suffix}" for suffix in residuals for s in samplers]
-    map_settings = {"options": MAP_OPTIONS, "start_tv": MAP_START_TV}
     resolved = {s: resolved_sampler_options(s, args.n_samples, opts) for s, opts in sampler_options.items()}
-    parts = [prior_digest(prior), args.n_samples, map_options, resolved, map_settings] + ([tau] if tau is not None else [])
+    parts = [prior_digest(prior), args.n_samples, map_options, resolved, MAP_DEFAULTS] + ([tau] if tau is not None else [])
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     evals = [("eval", i, i) for i in range(args.n_eval)]
     cals = [("cal", CALIBRATION_OFFSET + j, 10_000 + j) for j in range(args.n_cal)]

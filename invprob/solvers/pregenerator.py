@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_int
+from .._checks import check_float, check_int
 from ..priors.base import LOG_2PI
 from ..priors.layers import ActNorm, AffineCoupling, ConditionalAffine, LULinear, ResidualMLP
 from ..priors.layers.mlp import uniform_
@@ -91,9 +91,7 @@ class PreGenerator(nn.Module):
     def scale_start(self, scale: float) -> None:
         """Multiply the first element-wise affine map's scale by ``scale``: a flow at the identity then
         maps ``eps`` to ``scale * eps``, i.e. starts as ``N(0, scale^2 I)``."""
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale: expected a finite number > 0, got {scale!r}")
-        self.layers[0].log_scale.add_(math.log(scale))
+        self.layers[0].log_scale.add_(math.log(check_float(scale, "scale", minimum=0, strict=True)))
 
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments (JSON-serialisable)."""

@@ -30,6 +30,8 @@ weight 10 that the ct-uq TV baseline picks on calibration ellipses at 30 dB, whe
 on average; it gives a better MAP than the latent posterior's mode, in less time
 (benchmarks/BENCHMARKS.md, section "CT MAP: a TV start"). ``map_options={"start": ...}`` uses
 iFlow-L's own start instead; ``map_options={"start_tv": beta}`` changes ``beta``."""
+MAP_DEFAULTS: dict[str, Any] = {"options": MAP_OPTIONS, "start_tv": MAP_START_TV}
+"""Every default of the MAP, as recorded in the fingerprints of stages, calibrators and benchmark caches."""
 DATA_RANGE = 2.0
 """Span of image values (``[-1, 1]``) used by PSNR and SSIM."""
 N_TEST_ELLIPSES = 100

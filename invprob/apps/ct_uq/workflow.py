@@ -34,9 +34,8 @@ from .reconstruction import (
 from .settings import (
     DEFAULT_LEVELS,
     DEFAULT_PRIOR,
+    MAP_DEFAULTS,
     MAP_METHOD,
-    MAP_OPTIONS,
-    MAP_START_TV,
     check_settings,
     resolved_sampler_options,
 )
@@ -189,7 +188,7 @@ def ct_workflow(
     context = {"prior": digest, "sampler": sampler, "sampler_options": resolved,
                "residual": None if residual_model is None else residual_info["digest"], "model_error": tau}
     if resolved.get("start") == "x_init":  # the sampler starts at the MAP: its settings shape the samples
-        context["map"] = {"options": MAP_OPTIONS, "start_tv": MAP_START_TV, "user": map_options or {}}
+        context["map"] = {**MAP_DEFAULTS, "user": map_options or {}}
     if loaded is not None:
         check_context(loaded, context)
     out = Path(out)
@@ -198,7 +197,7 @@ def ct_workflow(
         "measurement_sum": None if truth is not None else float(y_given.double().sum()),
         "prior": digest, "angles": list(angles_t), "snr_db": float(snr_db), "sampler": sampler,
         "n_samples": n_samples, "map_options": map_options, "sampler_options": resolved, "seed": seed,
-        "map_defaults": {"options": MAP_OPTIONS, "start_tv": MAP_START_TV},
+        "map_defaults": MAP_DEFAULTS,
     })
 
     with store:
